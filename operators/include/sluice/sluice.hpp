@@ -1,0 +1,6 @@
+// The one header a sluice user includes.
+#pragma once
+
+#include "sluice/codec.hpp"
+#include "sluice/flow.hpp"
+#include "sluice/run.hpp"

@@ -1,0 +1,476 @@
+// The runtime: lowers each local member's part of the IR onto a oneTBB flow graph that moves
+// batches, connects network edges to transport::Node channels, and drives ticks. This is the one
+// place where flow-graph nodes meet the transport.
+#include <sched.h>
+#include <unistd.h>
+
+#include <oneapi/tbb/flow_graph.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "sluice/run.hpp"
+#include "sluice/transport/bootstrap.hpp"
+#include "sluice/transport/log.hpp"
+#include "sluice/transport/node.hpp"
+#include "sluice/transport/options.hpp"
+
+namespace sluice {
+namespace {
+
+using transport::Layout;
+using transport::Node;
+using transport::RunOptions;
+namespace flow = tbb::flow;
+
+// One member's lowered graph and its tick loop. Runs on one thread (the member's driver); the
+// TBB graph runs inside that thread's wait_for_all and the arena's workers.
+class MemberRuntime {
+ public:
+  MemberRuntime(const ir::Graph& g, const Layout& layout, uint32_t rank, Node& node,
+                const RunOptions& opts)
+      : g_(g), layout_(layout), rank_(rank), node_(node), opts_(opts) {
+    auto ref = layout.member_of(rank);
+    name_ = ref.to_string();
+    for (const auto& loc : g.locations()) {
+      if (loc.name == ref.location) location_ = loc.id;
+    }
+    batch_ = 1;  // grows each tick towards opts.batch while output stays under tick_bytes
+  }
+
+  // Declares this member's channels on the node (before connect).
+  void declare_channels() {
+    for (const auto& n : g_.nodes()) {
+      if (n.kind != ir::NodeKind::kNetwork) continue;
+      uint32_t src = *layout_.first_rank(g_.location(n.location).name);
+      uint32_t dst = *layout_.first_rank(g_.location(n.to_location).name);
+      if (src == rank_) node_.declare_output(n.edge, dst);
+      if (dst == rank_) node_.expect_input(n.edge, src);
+    }
+  }
+
+  // Runs ticks until every source is exhausted, every input closed and drained, and every output
+  // acknowledged. Returns false when the job could not complete here (a peer was lost).
+  bool run() {
+    lower();
+    uint64_t tick = 0;
+    bool closed = false;
+    for (;;) {
+      uint64_t seen = node_.activity();
+      ++tick;
+      bool work = false;
+      size_t pulled = 0;
+      for (auto& s : sources_) {
+        if (s.cursor->exhausted()) continue;
+        ir::AnyBatch b = s.cursor->next(batch_);
+        pulled += b->size();
+        if (b->size() > 0) {
+          s.entry->try_put(b);
+          work = true;
+        }
+      }
+      for (auto& r : recvs_) {
+        rx_.clear();
+        node_.take(r.edge, rx_, 64);
+        for (auto& f : rx_) {
+          auto b = r.codec->decode(f.elements(), f.count());
+          if (!b) {
+            ++decode_errors_;
+            SLUICE_LOG_ERROR("edge %u: dropped a frame from rank %u: %s", r.edge, f.src(),
+                             b.error().c_str());
+            continue;
+          }
+          r.entry->try_put(*b);
+          work = true;
+        }
+      }
+      if (work) graph_.wait_for_all();
+      rx_.clear();  // releases receive descriptors and returns credit
+      size_t produced = flush(tick);
+      adapt_batch(pulled, produced);
+
+      if (!closed && inputs_complete()) {
+        for (auto& s : sends_) {
+          if (!s.failed) node_.close_output(s.edge, s.dst);
+        }
+        closed = true;
+      }
+      if (closed && node_.outputs_drained()) break;
+      if (!work) node_.wait_activity(seen, std::chrono::milliseconds(100));
+    }
+    bool complete = decode_errors_ == 0;
+    for (auto& s : sends_) complete = complete && !s.failed;
+    for (auto& r : recvs_) complete = complete && !node_.peer_lost(r.src);
+    return complete;
+  }
+
+  const std::string& name() const { return name_; }
+
+ private:
+  struct Source {
+    std::unique_ptr<ir::SourceCursor> cursor;
+    flow::broadcast_node<ir::AnyBatch>* entry;
+  };
+  struct Recv {
+    uint32_t edge;
+    uint32_t src;
+    const ir::EdgeCodec* codec;
+    flow::broadcast_node<ir::AnyBatch>* entry;
+  };
+  struct Send {
+    uint32_t edge;
+    uint32_t dst;
+    const ir::EdgeCodec* codec;
+    std::vector<ir::AnyBatch> pending;  // this tick's batches, encoded into one frame at flush
+    bool failed = false;
+  };
+
+  void lower() {
+    std::map<uint32_t, flow::sender<ir::AnyBatch>*> out;  // IR node id -> its output in TBB
+    for (const auto& n : g_.nodes()) {
+      bool here = n.location == location_;
+      switch (n.kind) {
+        case ir::NodeKind::kSource: {
+          if (!here) break;
+          auto* b = own(std::make_unique<flow::broadcast_node<ir::AnyBatch>>(graph_));
+          sources_.push_back({n.make_source(), b});
+          out[n.id] = b;
+          break;
+        }
+        case ir::NodeKind::kTransform: {
+          if (!here) break;
+          auto* fn = own(std::make_unique<flow::function_node<ir::AnyBatch, ir::AnyBatch>>(
+              graph_, flow::serial, [body = n.make_transform()](const ir::AnyBatch& b) mutable {
+                return body(b);
+              }));
+          flow::make_edge(*out.at(n.inputs.at(0)), *fn);
+          out[n.id] = fn;
+          break;
+        }
+        case ir::NodeKind::kSink: {
+          if (!here) break;
+          auto* fn = own(std::make_unique<flow::function_node<ir::AnyBatch, flow::continue_msg>>(
+              graph_, flow::serial, [body = n.make_sink()](const ir::AnyBatch& b) mutable {
+                body(b);
+                return flow::continue_msg();
+              }));
+          flow::make_edge(*out.at(n.inputs.at(0)), *fn);
+          break;
+        }
+        case ir::NodeKind::kNetwork: {
+          if (here) {
+            uint32_t dst = *layout_.first_rank(g_.location(n.to_location).name);
+            sends_.push_back(Send{n.edge, dst, &n.codec, {}, false});
+            size_t idx = sends_.size() - 1;
+            auto* fn = own(std::make_unique<flow::function_node<ir::AnyBatch, flow::continue_msg>>(
+                graph_, flow::serial, [this, idx](const ir::AnyBatch& b) {
+                  if (b->size() > 0) sends_[idx].pending.push_back(b);
+                  return flow::continue_msg();
+                }));
+            flow::make_edge(*out.at(n.inputs.at(0)), *fn);
+          }
+          if (n.to_location == location_) {
+            uint32_t src = *layout_.first_rank(g_.location(n.location).name);
+            auto* b = own(std::make_unique<flow::broadcast_node<ir::AnyBatch>>(graph_));
+            recvs_.push_back(Recv{n.edge, src, &n.codec, b});
+            out[n.id] = b;
+          }
+          break;
+        }
+      }
+    }
+  }
+
+  template <typename N>
+  N* own(std::unique_ptr<N> n) {
+    N* raw = n.get();
+    owned_.push_back(std::move(n));
+    return raw;
+  }
+
+  // One frame per (edge, destination) per tick, split only past the frame size limit.
+  size_t flush(uint64_t tick) {
+    size_t total = 0;
+    for (auto& s : sends_) {
+      if (s.pending.empty()) continue;
+      if (s.failed) {
+        s.pending.clear();
+        continue;
+      }
+      size_t limit = opts_.transport.max_frame_bytes - 1024;
+      size_t i = 0;
+      while (i < s.pending.size()) {
+        size_t j = i, bytes = 0, count = 0;
+        while (j < s.pending.size()) {
+          size_t b = s.codec->encoded_size(*s.pending[j]);
+          if (j > i && bytes + b > limit) break;
+          bytes += b;
+          count += s.pending[j]->size();
+          ++j;
+        }
+        if (bytes > limit) {
+          SLUICE_LOG_ERROR("edge %u: a batch encodes to %zu bytes, over the %zu-byte frame limit "
+                           "(--sluice-max-frame); it is dropped",
+                           s.edge, bytes, limit);
+          i = j;
+          continue;
+        }
+        auto st = node_.send_data(s.edge, s.dst, tick, static_cast<uint32_t>(count), bytes,
+                                  [&](uint8_t* p) {
+                                    for (size_t k = i; k < j; ++k) p = s.codec->encode(*s.pending[k], p);
+                                  });
+        if (st != transport::SendStatus::kOk) {
+          SLUICE_LOG_ERROR("edge %u: sending to rank %u failed (%s); this channel stops here",
+                           s.edge, s.dst,
+                           st == transport::SendStatus::kPeerLost ? "peer lost" : "shutting down");
+          s.failed = true;
+          break;
+        }
+        total += bytes;
+        i = j;
+      }
+      s.pending.clear();
+    }
+    return total;
+  }
+
+  // Sources yield up to batch_ elements per tick; aim each tick's output at tick_bytes so huge
+  // elements do not pile up and tiny ones are sent in large frames.
+  void adapt_batch(size_t pulled, size_t produced) {
+    if (pulled == 0) return;
+    if (produced > opts_.tick_bytes && pulled > 1) {
+      batch_ = std::max<size_t>(1, pulled * opts_.tick_bytes / produced);
+    } else if (pulled >= batch_ && produced * 2 <= opts_.tick_bytes) {
+      batch_ = std::min<size_t>(opts_.batch, batch_ * 2);
+    }
+  }
+
+  bool inputs_complete() const {
+    for (const auto& s : sources_) {
+      if (!s.cursor->exhausted()) return false;
+    }
+    for (const auto& r : recvs_) {
+      if (!node_.input_finished(r.edge)) return false;
+    }
+    return true;
+  }
+
+  const ir::Graph& g_;
+  const Layout& layout_;
+  uint32_t rank_;
+  Node& node_;
+  const RunOptions& opts_;
+  std::string name_;
+  uint32_t location_ = 0;
+  size_t batch_;
+  uint64_t decode_errors_ = 0;
+  flow::graph graph_;
+  std::vector<std::shared_ptr<void>> owned_;
+  std::vector<Source> sources_;
+  std::vector<Recv> recvs_;
+  std::vector<Send> sends_;
+  std::vector<transport::RxFrame> rx_;
+};
+
+std::string random_job_id() {
+  std::random_device rd;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "embedded-%08x", rd());
+  return buf;
+}
+
+void print_stats(const std::string& who, const Node& node, const Layout& layout) {
+  auto st = node.stats();
+  std::fprintf(stderr, "sluice stats [%s]\n  %-14s %10s %14s %10s %14s %8s %10s %s\n", who.c_str(),
+               "peer", "frames_tx", "bytes_tx", "frames_rx", "bytes_rx", "rejected", "blocked_ms",
+               "lanes");
+  for (uint32_t r = 0; r < st.size(); ++r) {
+    if (r == node.rank()) continue;
+    const auto& p = st[r];
+    std::fprintf(stderr, "  %-14s %10llu %14llu %10llu %14llu %8llu %10.1f %s%s\n",
+                 layout.member_of(r).to_string().c_str(), (unsigned long long)p.frames_sent,
+                 (unsigned long long)p.bytes_sent, (unsigned long long)p.frames_received,
+                 (unsigned long long)p.bytes_received, (unsigned long long)p.frames_rejected,
+                 static_cast<double>(p.blocked_ns) / 1e6, p.lanes.empty() ? "-" : p.lanes.c_str(),
+                 p.lost ? " (lost)" : "");
+  }
+}
+
+// Checks that the launcher's layout names exactly the flow's locations, with one member per
+// process.
+Status check_layout(const ir::Graph& g, const Layout& layout) {
+  std::set<std::string> flow_names;
+  for (const auto& loc : g.locations()) {
+    flow_names.insert(loc.name);
+    auto count = layout.count_of(loc.name);
+    if (!count) {
+      return make_error("the layout '" + layout.to_string() + "' does not name location '" +
+                        loc.name + "' of this program");
+    }
+    if (loc.kind == ir::LocationKind::kProcess && *count != 1) {
+      return make_error("location '" + loc.name + "' is a process and needs exactly 1 member, the "
+                        "layout gives " + std::to_string(*count));
+    }
+  }
+  for (const auto& spec : layout.locations()) {
+    if (!flow_names.count(spec.name)) {
+      return make_error("the layout names '" + spec.name + "', which this program does not have");
+    }
+  }
+  return {};
+}
+
+void bind_to_core(uint32_t rank) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  if (n <= 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(static_cast<int>(rank % static_cast<uint32_t>(n)), &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0) {
+    SLUICE_LOG_WARN("could not bind rank %u to core %u", rank, rank % static_cast<uint32_t>(n));
+  }
+}
+
+int run_embedded(const ir::Graph& g, const RunOptions& opts) {
+  std::vector<transport::LocationSpec> specs;
+  for (const auto& loc : g.locations()) {
+    uint32_t count = 1;
+    if (loc.kind == ir::LocationKind::kCluster) {
+      auto it = opts.cluster_sizes.find(loc.name);
+      count = it == opts.cluster_sizes.end() ? 4 : it->second;
+    }
+    specs.push_back({loc.name, count});
+  }
+  Layout layout(specs);
+  std::string job = random_job_id();
+  std::vector<std::unique_ptr<Node>> nodes;
+  std::vector<std::unique_ptr<MemberRuntime>> members;
+  std::vector<transport::PeerInfo> peers;
+  for (uint32_t r = 0; r < layout.size(); ++r) {
+    auto ref = layout.member_of(r);
+    auto node = Node::create(opts.transport, r, layout.size(), job, ref.to_string());
+    if (!node) {
+      SLUICE_LOG_ERROR("%s", node.error().c_str());
+      return 2;
+    }
+    nodes.push_back(std::move(*node));
+    members.push_back(std::make_unique<MemberRuntime>(g, layout, r, *nodes.back(), opts));
+    members.back()->declare_channels();
+    transport::PeerInfo p;
+    p.rank = r;
+    p.location = ref.location;
+    p.member = ref.member;
+    p.pid = static_cast<uint32_t>(getpid());
+    p.address = nodes.back()->worker_address();
+    peers.push_back(std::move(p));
+  }
+  for (auto& n : nodes) {
+    if (auto s = n->connect(peers); !s) {
+      SLUICE_LOG_ERROR("%s", s.error().c_str());
+      return 2;
+    }
+  }
+  std::atomic<bool> ok{true};
+  std::vector<std::thread> threads;
+  for (auto& m : members) {
+    threads.emplace_back([&ok, mr = m.get()] {
+      if (!mr->run()) ok = false;
+    });
+  }
+  for (auto& t : threads) t.join();
+  members.clear();
+  for (auto& n : nodes) n->shutdown();
+  if (opts.stats) {
+    for (auto& n : nodes) print_stats(n->name(), *n, layout);
+  }
+  return ok ? 0 : 1;
+}
+
+int run_member(const ir::Graph& g, const RunOptions& opts) {
+  auto env = transport::LauncherEnv::from_environment();
+  if (!env) {
+    SLUICE_LOG_ERROR("%s", env.error().c_str());
+    return 2;
+  }
+  set_log_member(env->location + "/" + std::to_string(env->member));
+  if (auto s = check_layout(g, env->layout); !s) {
+    SLUICE_LOG_ERROR("%s", s.error().c_str());
+    return 2;
+  }
+  if (opts.bind == transport::BindMode::kCore) bind_to_core(env->rank);
+  auto node = Node::create(opts.transport, env->rank, env->layout.size(), env->job_id,
+                           env->location + "/" + std::to_string(env->member));
+  if (!node) {
+    SLUICE_LOG_ERROR("%s", node.error().c_str());
+    return 2;
+  }
+  MemberRuntime member(g, env->layout, env->rank, **node, opts);
+  member.declare_channels();
+  transport::PeerInfo self;
+  self.rank = env->rank;
+  self.location = env->location;
+  self.member = env->member;
+  self.pid = static_cast<uint32_t>(getpid());
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  self.hostname = host;
+  self.address = (*node)->worker_address();
+  auto session = transport::LauncherSession::connect(*env, self, 60000);
+  if (!session) {
+    SLUICE_LOG_ERROR("%s", session.error().c_str());
+    return 2;
+  }
+  transport::LauncherSession* sess = session->get();
+  Node* n = node->get();
+  n->watch_fd(sess->fd(), [sess, n, &layout = env->layout]() {
+    auto exits = sess->poll_exits();
+    if (!exits) return false;  // the launcher closed the connection; heartbeats remain
+    for (const auto& e : *exits) {
+      std::string how = e.signal != 0 ? "was killed by signal " + std::to_string(e.signal)
+                                      : "exited with status " + std::to_string(e.status);
+      if (e.signal != 0 || e.status != 0) {
+        n->mark_peer_lost(e.rank, "the launcher reports that " +
+                                      layout.member_of(e.rank).to_string() + " " + how);
+      }
+    }
+    return true;
+  });
+  if (auto s = n->connect(sess->peers()); !s) {
+    SLUICE_LOG_ERROR("%s", s.error().c_str());
+    return 2;
+  }
+  bool ok = member.run();
+  n->shutdown();
+  if (opts.stats) print_stats(member.name(), *n, env->layout);
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int run(const FlowBuilder& fb, int argc, char** argv) {
+  auto opts = transport::parse_run_options(argc, argv);
+  if (!opts) {
+    std::fprintf(stderr, "sluice: error: %s\n", opts.error().c_str());
+    return 2;
+  }
+  if (opts->verbose) set_log_level(LogLevel::kInfo);
+  const ir::Graph& g = fb.graph();
+  if (opts->verbose) std::fprintf(stderr, "sluice: flow:\n%s", g.dump().c_str());
+  try {
+    if (transport::LauncherEnv::present()) return run_member(g, *opts);
+    return run_embedded(g, *opts);
+  } catch (const std::exception& e) {
+    // User code threw inside the graph: report it as one line instead of terminating.
+    SLUICE_LOG_ERROR("unhandled exception: %s", e.what());
+    return 1;
+  }
+}
+
+}  // namespace sluice

@@ -1,0 +1,93 @@
+// Bootstrap: how the members of a job learn each other's UCX worker addresses.
+//
+// Two kinds exist: in-process (every member lives in this process; the embedded default) and the
+// launcher's (`sluice-run` hosts a token-protected rendezvous on loopback; see
+// schema/bootstrap.fbs). The environment variables below are the launcher's contract with each
+// member process it starts.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sluice/transport/layout.hpp"
+#include "sluice/transport/result.hpp"
+
+namespace sluice::transport {
+
+// Set by sluice-run for every member process.
+inline constexpr const char* kEnvRendezvous = "SLUICE_RENDEZVOUS";  // "127.0.0.1:PORT"
+inline constexpr const char* kEnvToken = "SLUICE_TOKEN";            // 32 hex digits
+inline constexpr const char* kEnvLayout = "SLUICE_LAYOUT";          // "p1=1,p2=1"
+inline constexpr const char* kEnvLocation = "SLUICE_LOCATION";      // this member's location
+inline constexpr const char* kEnvMember = "SLUICE_MEMBER";          // index within the location
+inline constexpr const char* kEnvRank = "SLUICE_RANK";              // global rank in the layout
+inline constexpr const char* kEnvJobId = "SLUICE_JOB_ID";           // unique per job
+
+struct PeerInfo {
+  uint32_t rank = 0;
+  std::string location;
+  uint32_t member = 0;
+  uint32_t pid = 0;
+  std::string hostname;
+  std::vector<uint8_t> address;  // the UCX worker address
+};
+
+// The launcher environment of one member process, read and checked from the environment.
+struct LauncherEnv {
+  std::string rendezvous_host;
+  uint16_t rendezvous_port = 0;
+  std::string token;
+  std::string job_id;
+  Layout layout;
+  uint32_t rank = 0;
+  std::string location;
+  uint32_t member = 0;
+
+  // True when SLUICE_RENDEZVOUS is set (the process was started by sluice-run).
+  static bool present();
+  // Reads every variable above; a missing or malformed one is an error naming it.
+  static Result<LauncherEnv> from_environment();
+};
+
+// A member's live connection to the launcher's rendezvous. Owned by the process's runtime; all
+// calls from one thread.
+class LauncherSession {
+ public:
+  ~LauncherSession();
+  LauncherSession(const LauncherSession&) = delete;
+  LauncherSession& operator=(const LauncherSession&) = delete;
+
+  // Connects, registers `self` (whose address is this process's worker address) and waits up to
+  // `timeout_ms` for the table of every rank. Errors name the variable, the peer or the message.
+  // The rank, location and member registered are `env`'s; pid and hostname are filled in when
+  // `self` leaves them empty. A Reject from the launcher is an error carrying its reason.
+  static Result<std::unique_ptr<LauncherSession>> connect(const LauncherEnv& env, PeerInfo self,
+                                                          int timeout_ms);
+
+  const std::vector<PeerInfo>& peers() const { return peers_; }  // indexed by rank
+  const std::string& job_id() const { return job_id_; }
+
+  // The socket stays open for the job; it becomes readable when the launcher reports a member
+  // exit (or closes). `poll_exits` reads what is pending without blocking; once the launcher has
+  // closed the connection (after the exits that came before it) every call is an error.
+  int fd() const { return fd_; }
+  struct Exit {
+    uint32_t rank;
+    int status;
+    int signal;
+  };
+  Result<std::vector<Exit>> poll_exits();
+
+ private:
+  LauncherSession() = default;
+  int fd_ = -1;
+  std::vector<PeerInfo> peers_;
+  std::string job_id_;
+  std::vector<uint8_t> pending_;  // bytes of a message not yet complete
+  bool closed_ = false;
+};
+
+}  // namespace sluice::transport

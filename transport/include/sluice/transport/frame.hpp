@@ -1,0 +1,115 @@
+// Frames on the wire. A data frame is one FlatBuffers `sluice.wire.DataFrame` (schema/frame.fbs)
+// carrying a tick's encoded elements for one (edge, destination); a control frame is one
+// `sluice.wire.Control`. Each travels as the data of a UCP active message whose 24-byte header
+// (FrameHeader) states the kind, sender and exact length, so a frame cut anywhere — even inside its
+// trailing padding, which the FlatBuffers verifier alone would accept — is rejected.
+//
+//   DataFrameBuilder b(/*edge=*/3, /*src=*/0, /*dst=*/1, /*seq=*/1, /*tick=*/7);
+//   uint8_t* p = b.reserve_elements(/*count=*/2, /*bytes=*/16);   // encode in place
+//   OwnedFrame f = b.finish();
+//   auto view = decode_data_frame(f.bytes(), FrameCheck{.max_bytes = 1 << 20});
+//
+// Decoding never trusts its input: it checks the header, the length, runs the verifier and only
+// then reads fields; every failure is an Error saying what was wrong.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sluice/transport/result.hpp"
+
+namespace sluice::transport {
+
+inline constexpr uint32_t kFrameMagic = 0x534c4631;  // "SLF1"
+enum class FrameKind : uint32_t { kData = 1, kControl = 2 };
+
+// The UCP AM header that precedes every frame. Plain little-endian struct. `src` lets the
+// receiver keep a peer's frames in arrival order before it can read them (rendezvous); it is
+// checked against the frame's own src once the frame is verified.
+struct FrameHeader {
+  uint32_t magic = kFrameMagic;
+  FrameKind kind = FrameKind::kData;
+  uint32_t src = 0;
+  uint32_t reserved = 0;
+  uint64_t length = 0;  // bytes of the FlatBuffers frame that follows
+};
+static_assert(sizeof(FrameHeader) == 24);
+
+Result<FrameHeader> decode_frame_header(std::span<const uint8_t> header);
+
+// A finished frame: owns its bytes (a FlatBuffers detached buffer).
+class OwnedFrame {
+ public:
+  OwnedFrame() = default;
+  OwnedFrame(std::unique_ptr<uint8_t[], void (*)(uint8_t*)> mem, const uint8_t* data, size_t size,
+             FrameKind kind);
+  std::span<const uint8_t> bytes() const { return {data_, size_}; }
+  FrameKind kind() const { return kind_; }
+  FrameHeader header(uint32_t src) const { return FrameHeader{kFrameMagic, kind_, src, 0, size_}; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  std::unique_ptr<uint8_t[], void (*)(uint8_t*)> mem_{nullptr, [](uint8_t*) {}};
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  FrameKind kind_ = FrameKind::kData;
+};
+
+// Builds one data frame; elements are encoded directly into the frame's memory.
+// Not thread-safe; one builder per frame.
+class DataFrameBuilder {
+ public:
+  DataFrameBuilder(uint32_t edge, uint32_t src, uint32_t dst, uint64_t seq, uint64_t tick);
+  ~DataFrameBuilder();
+  DataFrameBuilder(const DataFrameBuilder&) = delete;
+  DataFrameBuilder& operator=(const DataFrameBuilder&) = delete;
+
+  // Reserves `bytes` of element space (8-byte aligned) for `count` elements; call once.
+  uint8_t* reserve_elements(uint32_t count, size_t bytes);
+  OwnedFrame finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// What a receiver expects of a frame before it reads it.
+struct FrameCheck {
+  size_t max_bytes = 64u << 20;
+  uint32_t self_rank = 0;
+  uint32_t job_size = 1;
+};
+
+// A verified data frame; `elements` points into the checked buffer (read in place).
+struct DataFrameView {
+  uint32_t edge = 0;
+  uint32_t src = 0;
+  uint32_t dst = 0;
+  uint64_t seq = 0;
+  uint64_t tick = 0;
+  uint32_t count = 0;
+  std::span<const uint8_t> elements;
+};
+
+Result<DataFrameView> decode_data_frame(std::span<const uint8_t> frame, const FrameCheck& check);
+
+// Control messages (schema/control.fbs), decoded into one plain struct.
+enum class ControlKind { kHello, kHeartbeat, kCredit, kClose, kCloseAck, kBye };
+struct ControlMsg {
+  ControlKind kind = ControlKind::kHeartbeat;
+  uint32_t src = 0;
+  uint32_t dst = 0;
+  uint32_t edge = 0;
+  uint64_t value = 0;  // credit bytes, last_seq, or heartbeat time
+  uint32_t pid = 0;    // hello
+  std::string job;     // hello
+  std::string hostname;
+};
+
+OwnedFrame encode_control(const ControlMsg& msg);
+Result<ControlMsg> decode_control(std::span<const uint8_t> frame, const FrameCheck& check);
+
+}  // namespace sluice::transport

@@ -1,0 +1,135 @@
+// Node: one job member's end of the network — its UCX context, worker and endpoints, the progress
+// thread that alone touches them, and the channels that carry frames.
+//
+// A channel is (edge, src -> dst). Outbound, it numbers frames, holds a window of bytes in flight
+// that the receiver's credits reopen, and ends with Close, answered by CloseAck once the receiver
+// consumed everything. Inbound, it checks each frame (verifier, ids, sequence) and keeps its UCX
+// descriptor until the consumer drops the RxFrame (zero-copy receive). Failures — a peer that
+// falls silent, an endpoint error, a launcher report — mark the peer lost: its inbound channels
+// end with what arrived (a prefix) and sends to it return kPeerLost instead of blocking.
+//
+// Threads: create/expect/declare/connect/shutdown from the owner's thread; send/close/take/wait
+// from one runtime thread; everything that touches UCX runs on the progress thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sluice/transport/bootstrap.hpp"
+#include "sluice/transport/frame.hpp"
+#include "sluice/transport/options.hpp"
+#include "sluice/transport/result.hpp"
+
+namespace sluice::transport {
+
+class Node;
+
+// A received, verified data frame. Keeps the receive buffer alive; dropping it releases the
+// buffer and returns credit to the sender.
+class RxFrame {
+ public:
+  RxFrame() = default;
+  RxFrame(RxFrame&& o) noexcept { *this = std::move(o); }
+  RxFrame& operator=(RxFrame&& o) noexcept;
+  ~RxFrame() { reset(); }
+  void reset();
+
+  const DataFrameView& view() const { return view_; }
+  std::span<const uint8_t> elements() const { return view_.elements; }
+  uint32_t count() const { return view_.count; }
+  uint32_t src() const { return view_.src; }
+
+ private:
+  friend class Node;
+  Node* node_ = nullptr;
+  void* ucx_data_ = nullptr;        // UCX persistent descriptor, released on the progress thread
+  std::unique_ptr<uint8_t[]> heap_; // or a buffer we own (rendezvous, realigned copies)
+  size_t wire_bytes_ = 0;           // what the sender's window counted
+  DataFrameView view_;
+};
+
+enum class SendStatus { kOk, kPeerLost, kShutdown };
+
+struct PeerStats {
+  uint64_t frames_sent = 0, bytes_sent = 0, frames_received = 0, bytes_received = 0;
+  uint64_t frames_rejected = 0;
+  uint64_t blocked_ns = 0;   // time senders waited for window
+  std::string lanes;         // transports UCX chose for the endpoint
+  bool lost = false;
+  std::string lost_reason;
+};
+
+class Node {
+ public:
+  // Creates the UCX context and worker for member `self_rank` of a job of `job_size` ranks.
+  // `rdma` with no RDMA device, or a transport list UCX cannot satisfy, is an error.
+  static Result<std::unique_ptr<Node>> create(const TransportOptions& opts, uint32_t self_rank,
+                                              uint32_t job_size, std::string job_id,
+                                              std::string name);
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  uint32_t rank() const;
+  const std::string& name() const;
+  std::vector<uint8_t> worker_address() const;
+
+  // Before connect(): the channels this member will use.
+  void expect_input(uint32_t edge, uint32_t src);
+  void declare_output(uint32_t edge, uint32_t dst);
+
+  // Creates endpoints to every other rank in `peers` (indexed by rank), says hello, starts the
+  // progress thread. `peer_names` label peers in logs ("p2/0").
+  Status connect(const std::vector<PeerInfo>& peers);
+
+  // Calls `on_readable` on the progress thread whenever `fd` is readable (e.g. the launcher's
+  // connection); it returns false to stop watching. Before connect() only.
+  void watch_fd(int fd, std::function<bool()> on_readable);
+
+  // ---- sending (one runtime thread) ----
+  // Sends one data frame of `count` elements whose encoding takes `bytes`; `encode` writes them
+  // into the frame in place. Blocks while the channel's window is full.
+  SendStatus send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
+                       const std::function<void(uint8_t*)>& encode);
+  // Ends the channel: the receiver sees end-of-stream after every frame sent so far.
+  void close_output(uint32_t edge, uint32_t dst);
+  // True once every closed output was acknowledged (or its peer was lost).
+  bool outputs_drained() const;
+
+  // ---- receiving (one runtime thread) ----
+  // Moves up to `max_frames` ready frames of `edge` into `out`, in order per channel.
+  size_t take(uint32_t edge, std::vector<RxFrame>& out, size_t max_frames);
+  // True when every channel into `edge` was closed and drained, or its sender lost.
+  bool input_finished(uint32_t edge) const;
+
+  // Activity: a counter bumped by every frame, credit, close or failure. Read it, look for work,
+  // then wait with what was read: nothing that happens in between is missed. Spins (yielding)
+  // in spin mode. Returns true if the counter moved.
+  uint64_t activity() const;
+  bool wait_activity(uint64_t seen, std::chrono::microseconds timeout);
+
+  // Marks a peer lost from outside (e.g. the launcher reported its exit).
+  void mark_peer_lost(uint32_t rank, const std::string& reason);
+  bool peer_lost(uint32_t rank) const;
+
+  // Says goodbye to every peer, flushes and closes endpoints, stops the progress thread.
+  // Idempotent; the destructor calls it.
+  void shutdown();
+
+  std::vector<PeerStats> stats() const;  // indexed by rank
+  uint64_t rejected_frames() const;
+
+ private:
+  friend class RxFrame;
+  struct Impl;
+  explicit Node(std::unique_ptr<Impl> impl);
+  void release(RxFrame& f);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sluice::transport

@@ -1,0 +1,246 @@
+#include "sluice/transport/frame.hpp"
+
+#include <cstring>
+#include <optional>
+
+#include "sluice/wire/control_generated.h"
+#include "sluice/wire/frame_generated.h"
+
+namespace sluice::transport {
+namespace {
+
+OwnedFrame own(flatbuffers::FlatBufferBuilder& fbb, FrameKind kind) {
+  size_t size = 0;
+  size_t offset = 0;
+  uint8_t* raw = fbb.ReleaseRaw(size, offset);
+  std::unique_ptr<uint8_t[], void (*)(uint8_t*)> mem(raw, [](uint8_t* p) { delete[] p; });
+  // ReleaseRaw reports the allocation's size; the buffer occupies its tail from `offset`.
+  return OwnedFrame(std::move(mem), raw + offset, size - offset, kind);
+}
+
+// The verifier reads scalars in place; FlatBuffers aligns them within the buffer, so the buffer
+// itself must start 8-aligned. UCX descriptors normally are; callers copy when not.
+flatbuffers::Verifier make_verifier(std::span<const uint8_t> frame) {
+  flatbuffers::Verifier::Options opts;
+  opts.max_depth = 8;
+  opts.max_tables = 16;
+  opts.check_alignment = true;
+  return flatbuffers::Verifier(frame.data(), frame.size(), opts);
+}
+
+std::string rank_range_error(const char* what, uint32_t got, uint32_t size) {
+  return std::string(what) + " rank " + std::to_string(got) + " is outside the job (size " +
+         std::to_string(size) + ")";
+}
+
+Status check_size(std::span<const uint8_t> frame, const FrameCheck& check, const char* what) {
+  if (frame.size() < 8) {
+    return make_error(std::string(what) + " frame too short: " + std::to_string(frame.size()) +
+                      " bytes, expected at least 8");
+  }
+  if (frame.size() > check.max_bytes) {
+    return make_error(std::string(what) + " frame too large: " + std::to_string(frame.size()) +
+                      " bytes, limit " + std::to_string(check.max_bytes));
+  }
+  if (reinterpret_cast<uintptr_t>(frame.data()) % 8 != 0) {
+    return make_error(std::string(what) + " frame is not 8-byte aligned in memory");
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<FrameHeader> decode_frame_header(std::span<const uint8_t> header) {
+  if (header.size() != sizeof(FrameHeader)) {
+    return make_error("frame header has " + std::to_string(header.size()) + " bytes, expected " +
+                      std::to_string(sizeof(FrameHeader)));
+  }
+  FrameHeader h;
+  std::memcpy(&h, header.data(), sizeof h);
+  if (h.magic != kFrameMagic) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "frame header magic 0x%08x, expected 0x%08x", h.magic,
+                  kFrameMagic);
+    return make_error(buf);
+  }
+  if (h.kind != FrameKind::kData && h.kind != FrameKind::kControl) {
+    return make_error("frame header kind " + std::to_string(static_cast<uint32_t>(h.kind)) +
+                      " is neither data (1) nor control (2)");
+  }
+  return h;
+}
+
+OwnedFrame::OwnedFrame(std::unique_ptr<uint8_t[], void (*)(uint8_t*)> mem, const uint8_t* data,
+                       size_t size, FrameKind kind)
+    : mem_(std::move(mem)), data_(data), size_(size), kind_(kind) {}
+
+struct DataFrameBuilder::Impl {
+  std::optional<flatbuffers::FlatBufferBuilder> fbb;  // sized once the element bytes are known
+  uint32_t edge, src, dst;
+  uint64_t seq, tick;
+  uint32_t count = 0;
+  flatbuffers::uoffset_t elements = 0;
+  bool reserved = false;
+};
+
+DataFrameBuilder::DataFrameBuilder(uint32_t edge, uint32_t src, uint32_t dst, uint64_t seq,
+                                   uint64_t tick)
+    : impl_(new Impl{std::nullopt, edge, src, dst, seq, tick}) {}
+DataFrameBuilder::~DataFrameBuilder() = default;
+
+uint8_t* DataFrameBuilder::reserve_elements(uint32_t count, size_t bytes) {
+  assert(!impl_->reserved);
+  impl_->reserved = true;
+  impl_->count = count;
+  // Size the builder once so it never reallocates (and copies the elements) while we finish.
+  impl_->fbb.emplace(bytes + 256);
+  impl_->fbb->ForceVectorAlignment(bytes, 1, 8);
+  uint8_t* p = nullptr;
+  impl_->elements = impl_->fbb->CreateUninitializedVector(bytes, 1, &p);
+  return p;
+}
+
+OwnedFrame DataFrameBuilder::finish() {
+  auto& b = *impl_;
+  if (!b.reserved) reserve_elements(0, 0);
+  wire::DataFrameBuilder f(*b.fbb);
+  f.add_seq(b.seq);
+  f.add_tick(b.tick);
+  f.add_elements(flatbuffers::Offset<flatbuffers::Vector<uint8_t>>(b.elements));
+  f.add_edge(b.edge);
+  f.add_src(b.src);
+  f.add_dst(b.dst);
+  f.add_count(b.count);
+  b.fbb->Finish(f.Finish(), wire::DataFrameIdentifier());
+  return own(*b.fbb, FrameKind::kData);
+}
+
+Result<DataFrameView> decode_data_frame(std::span<const uint8_t> frame, const FrameCheck& check) {
+  if (auto s = check_size(frame, check, "data"); !s) return std::move(s).take_error();
+  if (!flatbuffers::BufferHasIdentifier(frame.data(), wire::DataFrameIdentifier())) {
+    return make_error("data frame lacks the SLDF identifier (not a sluice data frame)");
+  }
+  auto v = make_verifier(frame);
+  if (!wire::VerifyDataFrameBuffer(v)) {
+    return make_error("data frame of " + std::to_string(frame.size()) +
+                      " bytes failed FlatBuffers verification (truncated or corrupt)");
+  }
+  const wire::DataFrame* f = wire::GetDataFrame(frame.data());
+  DataFrameView out;
+  out.edge = f->edge();
+  out.src = f->src();
+  out.dst = f->dst();
+  out.seq = f->seq();
+  out.tick = f->tick();
+  out.count = f->count();
+  if (out.src >= check.job_size) return make_error(rank_range_error("data frame source", out.src, check.job_size));
+  if (out.dst != check.self_rank) {
+    return make_error("data frame addressed to rank " + std::to_string(out.dst) +
+                      " arrived at rank " + std::to_string(check.self_rank));
+  }
+  if (out.seq == 0) return make_error("data frame has sequence number 0 (they start at 1)");
+  if (const auto* e = f->elements()) out.elements = {e->data(), e->size()};
+  if (out.count > 0 && out.elements.empty()) {
+    return make_error("data frame claims " + std::to_string(out.count) +
+                      " elements but carries no element bytes");
+  }
+  return out;
+}
+
+OwnedFrame encode_control(const ControlMsg& msg) {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  flatbuffers::Offset<void> body;
+  wire::ControlBody type = wire::ControlBody::NONE;
+  switch (msg.kind) {
+    case ControlKind::kHello:
+      body = wire::CreateHelloDirect(fbb, msg.job.c_str(), msg.src, msg.pid, msg.hostname.c_str())
+                 .Union();
+      type = wire::ControlBody::Hello;
+      break;
+    case ControlKind::kHeartbeat:
+      body = wire::CreateHeartbeat(fbb, msg.value).Union();
+      type = wire::ControlBody::Heartbeat;
+      break;
+    case ControlKind::kCredit:
+      body = wire::CreateCredit(fbb, msg.edge, msg.value).Union();
+      type = wire::ControlBody::Credit;
+      break;
+    case ControlKind::kClose:
+      body = wire::CreateClose(fbb, msg.edge, msg.value).Union();
+      type = wire::ControlBody::Close;
+      break;
+    case ControlKind::kCloseAck:
+      body = wire::CreateCloseAck(fbb, msg.edge, msg.value).Union();
+      type = wire::ControlBody::CloseAck;
+      break;
+    case ControlKind::kBye:
+      body = wire::CreateBye(fbb).Union();
+      type = wire::ControlBody::Bye;
+      break;
+  }
+  fbb.Finish(wire::CreateControl(fbb, msg.src, msg.dst, type, body), wire::ControlIdentifier());
+  return own(fbb, FrameKind::kControl);
+}
+
+Result<ControlMsg> decode_control(std::span<const uint8_t> frame, const FrameCheck& check) {
+  if (auto s = check_size(frame, check, "control"); !s) return std::move(s).take_error();
+  if (!flatbuffers::BufferHasIdentifier(frame.data(), wire::ControlIdentifier())) {
+    return make_error("control frame lacks the SLCT identifier (not a sluice control frame)");
+  }
+  auto v = make_verifier(frame);
+  if (!wire::VerifyControlBuffer(v)) {
+    return make_error("control frame of " + std::to_string(frame.size()) +
+                      " bytes failed FlatBuffers verification (truncated or corrupt)");
+  }
+  const wire::Control* c = wire::GetControl(frame.data());
+  ControlMsg m;
+  m.src = c->src();
+  m.dst = c->dst();
+  if (m.src >= check.job_size) return make_error(rank_range_error("control frame source", m.src, check.job_size));
+  if (m.dst != check.self_rank) {
+    return make_error("control frame addressed to rank " + std::to_string(m.dst) +
+                      " arrived at rank " + std::to_string(check.self_rank));
+  }
+  switch (c->body_type()) {
+    case wire::ControlBody::Hello: {
+      const auto* h = c->body_as_Hello();
+      m.kind = ControlKind::kHello;
+      m.job = h->job() ? h->job()->str() : "";
+      m.pid = h->pid();
+      m.hostname = h->hostname() ? h->hostname()->str() : "";
+      if (h->rank() != m.src) {
+        return make_error("hello claims rank " + std::to_string(h->rank()) + " but came from rank " +
+                          std::to_string(m.src));
+      }
+      break;
+    }
+    case wire::ControlBody::Heartbeat:
+      m.kind = ControlKind::kHeartbeat;
+      m.value = c->body_as_Heartbeat()->sent_ns();
+      break;
+    case wire::ControlBody::Credit:
+      m.kind = ControlKind::kCredit;
+      m.edge = c->body_as_Credit()->edge();
+      m.value = c->body_as_Credit()->bytes();
+      break;
+    case wire::ControlBody::Close:
+      m.kind = ControlKind::kClose;
+      m.edge = c->body_as_Close()->edge();
+      m.value = c->body_as_Close()->last_seq();
+      break;
+    case wire::ControlBody::CloseAck:
+      m.kind = ControlKind::kCloseAck;
+      m.edge = c->body_as_CloseAck()->edge();
+      m.value = c->body_as_CloseAck()->last_seq();
+      break;
+    case wire::ControlBody::Bye:
+      m.kind = ControlKind::kBye;
+      break;
+    default:
+      return make_error("control frame has unknown body type " +
+                        std::to_string(static_cast<int>(c->body_type())));
+  }
+  return m;
+}
+
+}  // namespace sluice::transport

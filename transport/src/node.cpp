@@ -1,0 +1,1013 @@
+#include "sluice/transport/node.hpp"
+
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "sluice/transport/log.hpp"
+#include "ucx.hpp"
+
+namespace sluice::transport {
+
+namespace {
+
+constexpr unsigned kAmData = 1;
+constexpr unsigned kAmControl = 2;
+using Clock = std::chrono::steady_clock;
+
+uint64_t now_ns() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+}
+
+struct ChannelKey {
+  uint32_t edge;
+  uint32_t peer;
+  auto operator<=>(const ChannelKey&) const = default;
+};
+
+}  // namespace
+
+struct Node::Impl {
+  // ---- set once, before the progress thread starts ----
+  TransportOptions opts;
+  uint32_t self = 0;
+  uint32_t job_size = 1;
+  std::string job_id;
+  std::string name;
+  FrameCheck check;
+  detail::UcpContext context;  // member order: context outlives worker outlives endpoints
+  detail::UcpWorker worker;
+  int worker_fd = -1;
+  int wake_fd = -1;
+  int epoll_fd = -1;
+  std::vector<ucp_ep_h> eps;  // by rank; progress thread only after connect
+  std::vector<std::string> peer_names;
+  struct Watch {
+    int fd;
+    std::function<bool()> fn;
+    bool active = true;
+  };
+  std::vector<Watch> watches;
+
+  // ---- shared between the runtime thread and the progress thread, guarded by mu ----
+  mutable std::mutex mu;
+  std::condition_variable cv;  // window space, activity
+  struct OutChannel {
+    uint64_t next_seq = 1;
+    uint64_t in_flight = 0;
+    bool closed = false;
+    bool acked = false;
+  };
+  struct InChannel {
+    uint64_t expected = 1;     // next sequence number
+    uint64_t close_at = 0;     // last_seq from Close; 0 while open
+    bool close_acked = false;
+    bool broken = false;       // a sequence gap: delivered a prefix, then stopped
+    uint64_t consumed = 0;     // bytes released since the last credit
+    std::deque<RxFrame> ready;
+  };
+  std::map<ChannelKey, OutChannel> outs;  // (edge, dst)
+  std::map<ChannelKey, InChannel> ins;    // (edge, src)
+  struct Peer {
+    bool lost = false;
+    bool bye = false;
+    std::string lost_reason;
+    PeerStats stats;
+  };
+  std::vector<Peer> peers;
+  std::atomic<uint64_t> activity{0};
+  int waiters = 0;  // runtime threads in cv.wait
+
+  // ---- commands from the runtime thread to the progress thread ----
+  struct Command {
+    enum Kind { kSend, kRelease } kind = kSend;
+    uint32_t dst = 0;
+    OwnedFrame frame;
+    void* ucx_data = nullptr;
+  };
+  std::mutex cmd_mu;
+  std::vector<Command> commands;  // guarded by cmd_mu
+  std::atomic<bool> cmd_pending{false};
+  std::atomic<bool> sleeping{false};
+
+  // ---- progress thread only ----
+  std::thread progress;
+  std::atomic<bool> stop{false};
+  bool connected = false;
+  bool shut = false;
+  uint64_t outstanding = 0;  // sends UCX has not completed
+  struct Arrival {           // a data frame from one peer, in arrival order
+    Impl* impl = nullptr;
+    uint32_t src = 0;
+    bool ready = false;
+    bool failed = false;
+    void* ucx_data = nullptr;
+    std::unique_ptr<uint8_t[]> heap;
+    const uint8_t* data = nullptr;
+    size_t length = 0;
+  };
+  std::vector<std::deque<std::unique_ptr<Arrival>>> arrivals;  // by src rank
+  std::vector<uint64_t> last_rx_ns, last_tx_ns;
+  std::vector<bool> lanes_known;
+  // The descriptor of the AM callback now running: if pump() drops it, the callback returns
+  // UCS_OK (UCX frees it) instead of releasing it from inside its own callback.
+  void* in_callback_data = nullptr;
+  bool in_callback_dropped = false;
+
+  // ------------------------------------------------------------------------------------------
+  void bump() {
+    activity.fetch_add(1, std::memory_order_release);
+    cv.notify_all();
+  }
+
+  void post(Command c) {
+    {
+      std::lock_guard lock(cmd_mu);
+      commands.push_back(std::move(c));
+    }
+    cmd_pending.store(true, std::memory_order_seq_cst);
+    if (sleeping.load(std::memory_order_seq_cst)) {
+      uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(wake_fd, &one, sizeof one);
+    }
+  }
+
+  void post_control(const ControlMsg& m) {
+    Command c;
+    c.kind = Command::kSend;
+    c.dst = m.dst;
+    c.frame = encode_control(m);
+    post(std::move(c));
+  }
+
+  ControlMsg control_to(uint32_t dst, ControlKind kind) const {
+    ControlMsg m;
+    m.kind = kind;
+    m.src = self;
+    m.dst = dst;
+    return m;
+  }
+
+  // Called with mu held.
+  void lose_peer_locked(uint32_t rank, const std::string& reason) {
+    Peer& p = peers[rank];
+    if (p.lost || rank == self) return;
+    p.lost = true;
+    p.lost_reason = reason;
+    p.stats.lost = true;
+    p.stats.lost_reason = reason;
+    bool had_open_input = false;
+    for (auto& [k, in] : ins) {
+      if (k.peer == rank && !(in.close_at != 0 && in.expected > in.close_at)) had_open_input = true;
+    }
+    if (!p.bye || had_open_input) {
+      SLUICE_LOG_ERROR("lost peer %s: %s%s", peer_names[rank].c_str(), reason.c_str(),
+                       had_open_input ? "; its open channels end here with what arrived" : "");
+    }
+  }
+
+  // ---- progress thread ---------------------------------------------------------------------
+
+  static void send_done(void* request, ucs_status_t status, void* user_data);
+
+  struct SendOp {
+    Impl* impl;
+    uint32_t dst;
+    FrameHeader header;
+    OwnedFrame frame;
+  };
+
+  void do_send(uint32_t dst, OwnedFrame frame) {
+    if (eps[dst] == nullptr) return;
+    {
+      std::lock_guard lock(mu);
+      if (peers[dst].lost) return;  // never send into the void
+      auto& st = peers[dst].stats;
+      if (frame.kind() == FrameKind::kData) {
+        ++st.frames_sent;
+        st.bytes_sent += frame.bytes().size();
+      }
+    }
+    auto* op = new SendOp{this, dst, frame.header(self), std::move(frame)};
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                         UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+    param.cb.send = &Impl::send_done;
+    param.user_data = op;
+    param.memory_type = UCS_MEMORY_TYPE_HOST;
+    auto bytes = op->frame.bytes();
+    unsigned id = op->frame.kind() == FrameKind::kData ? kAmData : kAmControl;
+    ucs_status_ptr_t r = ucp_am_send_nbx(eps[dst], id, &op->header, sizeof op->header,
+                                         bytes.data(), bytes.size(), &param);
+    last_tx_ns[dst] = now_ns();
+    if (r == nullptr) {
+      delete op;
+    } else if (UCS_PTR_IS_ERR(r)) {
+      std::lock_guard lock(mu);
+      lose_peer_locked(dst, detail::ucs_error("sending", UCS_PTR_STATUS(r)));
+      delete op;
+      bump();
+    } else {
+      ++outstanding;
+    }
+  }
+
+  void drain_commands() {
+    std::vector<Command> batch;
+    {
+      std::lock_guard lock(cmd_mu);
+      batch.swap(commands);
+      cmd_pending.store(false, std::memory_order_relaxed);
+    }
+    for (auto& c : batch) {
+      if (c.kind == Command::kSend) {
+        do_send(c.dst, std::move(c.frame));
+      } else {
+        ucp_am_data_release(worker.get(), c.ucx_data);
+      }
+    }
+  }
+
+  static ucs_status_t on_am_data(void* arg, const void* header, size_t header_length, void* data,
+                                 size_t length, const ucp_am_recv_param_t* param) {
+    return static_cast<Impl*>(arg)->receive_data(header, header_length, data, length, param);
+  }
+  static ucs_status_t on_am_control(void* arg, const void* header, size_t header_length,
+                                    void* data, size_t length, const ucp_am_recv_param_t* param) {
+    return static_cast<Impl*>(arg)->receive_control(header, header_length, data, length, param);
+  }
+  static void on_rndv_done(void* request, ucs_status_t status, size_t length, void* user_data);
+
+  void reject(uint32_t src, const std::string& why) {
+    std::lock_guard lock(mu);
+    if (src < job_size) ++peers[src].stats.frames_rejected;
+    SLUICE_LOG_ERROR("rejected frame%s%s: %s", src < job_size ? " from " : "",
+                     src < job_size ? peer_names[src].c_str() : "", why.c_str());
+  }
+
+  Result<FrameHeader> check_header(const void* header, size_t header_length, size_t length,
+                                   FrameKind kind) {
+    auto h = decode_frame_header({static_cast<const uint8_t*>(header), header_length});
+    if (!h) return h;
+    if (h->kind != kind) return make_error("frame kind does not match its message id");
+    if (h->src >= job_size || h->src == self) {
+      return make_error("frame header names source rank " + std::to_string(h->src) +
+                        ", not a peer in a job of " + std::to_string(job_size));
+    }
+    if (h->length != length) {
+      return make_error("frame header announces " + std::to_string(h->length) +
+                        " bytes but the transport delivered " + std::to_string(length) +
+                        " (truncated or padded)");
+    }
+    if (length > opts.max_frame_bytes) {
+      return make_error("frame of " + std::to_string(length) + " bytes exceeds the " +
+                        std::to_string(opts.max_frame_bytes) + "-byte limit");
+    }
+    return h;
+  }
+
+  ucs_status_t receive_data(const void* header, size_t header_length, void* data, size_t length,
+                            const ucp_am_recv_param_t* param) {
+    auto h = check_header(header, header_length, length, FrameKind::kData);
+    if (!h) {
+      reject(UINT32_MAX, h.error());
+      return UCS_OK;  // UCX frees the data
+    }
+    uint32_t src = h->src;
+    last_rx_ns[src] = now_ns();
+    auto a = std::make_unique<Arrival>();
+    a->impl = this;
+    a->src = src;
+    a->length = length;
+    ucs_status_t ret = UCS_OK;
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+      a->heap.reset(new uint8_t[length]);  // operator new[] is 16-aligned
+      a->data = a->heap.get();
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                       UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+      p.cb.recv_am = &Impl::on_rndv_done;
+      p.user_data = a.get();
+      p.memory_type = UCS_MEMORY_TYPE_HOST;
+      ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker.get(), data, a->heap.get(), length, &p);
+      if (r == nullptr) {
+        a->ready = true;
+      } else if (UCS_PTR_IS_ERR(r)) {
+        a->ready = true;
+        a->failed = true;
+        reject(src, detail::ucs_error("receiving a rendezvous frame", UCS_PTR_STATUS(r)));
+      }
+    } else if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) &&
+               reinterpret_cast<uintptr_t>(data) % 8 == 0) {
+      a->ucx_data = data;  // keep UCX's descriptor: zero-copy receive
+      a->data = static_cast<const uint8_t*>(data);
+      a->ready = true;
+      ret = UCS_INPROGRESS;
+    } else {
+      // Transient or misaligned data: copy into an aligned buffer.
+      a->heap.reset(new uint8_t[length]);  // operator new[] is 16-aligned
+      std::memcpy(a->heap.get(), data, length);
+      a->data = a->heap.get();
+      a->ready = true;
+    }
+    in_callback_data = ret == UCS_INPROGRESS ? data : nullptr;
+    in_callback_dropped = false;
+    arrivals[src].push_back(std::move(a));
+    pump(src);
+    in_callback_data = nullptr;
+    return in_callback_dropped ? UCS_OK : ret;
+  }
+
+  // Delivers a peer's completed arrivals in order: verify, check ids and sequence, route.
+  void pump(uint32_t src) {
+    auto& q = arrivals[src];
+    bool delivered = false;
+    while (!q.empty() && q.front()->ready) {
+      std::unique_ptr<Arrival> a = std::move(q.front());
+      q.pop_front();
+      if (a->failed) continue;
+      auto v = decode_data_frame({a->data, a->length}, check);
+      auto drop = [&](const std::string& why) {
+        if (a->ucx_data != nullptr && a->ucx_data == in_callback_data) {
+          in_callback_dropped = true;
+        } else if (a->ucx_data != nullptr) {
+          ucp_am_data_release(worker.get(), a->ucx_data);
+        }
+        reject(src, why);
+      };
+      if (!v) {
+        drop(v.error());
+        continue;
+      }
+      if (v->src != src) {
+        drop("frame says it is from rank " + std::to_string(v->src) + " but its header says " +
+             std::to_string(src));
+        continue;
+      }
+      std::unique_lock lock(mu);
+      auto it = ins.find({v->edge, src});
+      if (it == ins.end()) {
+        lock.unlock();
+        drop("no channel for edge " + std::to_string(v->edge) + " from this peer");
+        continue;
+      }
+      InChannel& in = it->second;
+      if (in.broken || peers[src].lost) {
+        lock.unlock();
+        drop("channel edge " + std::to_string(v->edge) + " already stopped");
+        continue;
+      }
+      if (v->seq != in.expected) {
+        in.broken = true;
+        lock.unlock();
+        drop("channel edge " + std::to_string(v->edge) + ": expected frame " +
+             std::to_string(in.expected) + ", got " + std::to_string(v->seq) +
+             "; the channel stops here (the receiver keeps the prefix)");
+        bump();
+        continue;
+      }
+      ++in.expected;
+      auto& st = peers[src].stats;
+      ++st.frames_received;
+      st.bytes_received += a->length;
+      RxFrame f;
+      f.node_ = owner;
+      f.ucx_data_ = a->ucx_data;
+      f.heap_ = std::move(a->heap);
+      f.wire_bytes_ = a->length;
+      f.view_ = *v;
+      in.ready.push_back(std::move(f));
+      delivered = true;
+    }
+    if (delivered) bump();
+  }
+
+  ucs_status_t receive_control(const void* header, size_t header_length, void* data,
+                               size_t length, const ucp_am_recv_param_t* param) {
+    auto h = check_header(header, header_length, length, FrameKind::kControl);
+    if (!h) {
+      reject(UINT32_MAX, h.error());
+      return UCS_OK;
+    }
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+      reject(h->src, "control frame arrived by rendezvous (control frames are small)");
+      return UCS_OK;
+    }
+    // Control frames are tiny: copy to an aligned buffer and let UCX free its descriptor.
+    alignas(8) uint8_t buf[1024];
+    if (length > sizeof buf) {
+      reject(h->src, "control frame of " + std::to_string(length) + " bytes, limit 1024");
+      return UCS_OK;
+    }
+    std::memcpy(buf, data, length);
+    auto m = decode_control({buf, length}, check);
+    if (!m) {
+      reject(h->src, m.error());
+      return UCS_OK;
+    }
+    if (m->src != h->src) {
+      reject(h->src, "control frame source does not match its header");
+      return UCS_OK;
+    }
+    last_rx_ns[m->src] = now_ns();
+    handle_control(*m);
+    return UCS_OK;
+  }
+
+  void handle_control(const ControlMsg& m) {
+    std::lock_guard lock(mu);
+    Peer& p = peers[m.src];
+    switch (m.kind) {
+      case ControlKind::kHello:
+        if (m.job != job_id) {
+          SLUICE_LOG_ERROR("peer rank %u says it belongs to job '%s', this is job '%s'; ignoring it",
+                           m.src, m.job.c_str(), job_id.c_str());
+          lose_peer_locked(m.src, "belongs to another job");
+        }
+        break;
+      case ControlKind::kHeartbeat:
+        break;
+      case ControlKind::kCredit: {
+        auto it = outs.find({m.edge, m.src});
+        if (it != outs.end()) {
+          it->second.in_flight -= std::min(it->second.in_flight, m.value);
+        }
+        break;
+      }
+      case ControlKind::kClose: {
+        auto it = ins.find({m.edge, m.src});
+        if (it != ins.end() && m.value >= it->second.expected - 1) {
+          it->second.close_at = m.value == 0 ? UINT64_MAX : m.value;
+          if (m.value == 0) it->second.expected = UINT64_MAX;  // closed before any frame
+        }
+        break;
+      }
+      case ControlKind::kCloseAck: {
+        auto it = outs.find({m.edge, m.src});
+        if (it != outs.end()) it->second.acked = true;
+        break;
+      }
+      case ControlKind::kBye:
+        p.bye = true;
+        for (auto& [k, in] : ins) {
+          if (k.peer == m.src && !channel_closed(in)) {
+            lose_peer_locked(m.src, "it left without closing its channels");
+          }
+        }
+        break;
+    }
+    bump();
+  }
+
+  static bool channel_closed(const InChannel& in) {
+    return in.close_at != 0 && (in.close_at == UINT64_MAX || in.expected > in.close_at);
+  }
+
+  void timers() {
+    uint64_t now = now_ns();
+    uint64_t hb = static_cast<uint64_t>(opts.heartbeat_ms) * 1000000u;
+    uint64_t timeout = static_cast<uint64_t>(opts.peer_timeout_ms) * 1000000u;
+    for (uint32_t r = 0; r < job_size; ++r) {
+      if (r == self || eps[r] == nullptr) continue;
+      bool lost, bye;
+      {
+        std::lock_guard lock(mu);
+        lost = peers[r].lost;
+        bye = peers[r].bye;
+      }
+      if (lost || bye) continue;
+      if (now - last_tx_ns[r] >= hb) {
+        ControlMsg m = control_to(r, ControlKind::kHeartbeat);
+        m.value = now;
+        do_send(r, encode_control(m));
+      }
+      if (now - last_rx_ns[r] >= timeout) {
+        std::lock_guard lock(mu);
+        lose_peer_locked(r, "no message for " + std::to_string(opts.peer_timeout_ms) + " ms");
+        bump();
+      }
+      record_lanes(r);
+    }
+    if (opts.progress == ProgressMode::kSpin) poll_fds(0);  // spin mode never sleeps in epoll
+  }
+
+  // Notes which transports UCX chose for a peer once the endpoint has carried traffic (its
+  // lanes are final after wireup).
+  void record_lanes(uint32_t r) {
+    if (lanes_known[r] || eps[r] == nullptr) return;
+    {
+      std::lock_guard lock(mu);
+      if (peers[r].stats.frames_received + peers[r].stats.frames_sent == 0) return;
+    }
+    std::string lanes = detail::endpoint_lanes(eps[r]);
+    std::lock_guard lock(mu);
+    peers[r].stats.lanes = lanes;
+    lanes_known[r] = true;
+    SLUICE_LOG_INFO("peer %s: UCX lanes %s", peer_names[r].c_str(), lanes.c_str());
+  }
+
+  void poll_fds(int timeout_ms) {
+    epoll_event evs[8];
+    int n = epoll_wait(epoll_fd, evs, 8, timeout_ms);
+    for (int i = 0; i < n; ++i) {
+      int fd = evs[i].data.fd;
+      if (fd == wake_fd) {
+        uint64_t v;
+        [[maybe_unused]] auto r = ::read(wake_fd, &v, sizeof v);
+      } else {
+        for (auto& w : watches) {
+          if (w.fd == fd && w.active && !w.fn()) {
+            w.active = false;
+            epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, nullptr);
+          }
+        }
+      }
+    }
+  }
+
+  int next_timer_ms() const { return std::max(1, opts.heartbeat_ms / 2); }
+
+  void run_progress() {
+    uint64_t last_busy = now_ns();
+    uint64_t last_timer = 0;
+    const uint64_t spin_ns = static_cast<uint64_t>(opts.spin_us) * 1000u;
+    const uint64_t timer_ns = static_cast<uint64_t>(next_timer_ms()) * 1000000u;
+    while (!stop.load(std::memory_order_acquire)) {
+      bool busy = false;
+      if (cmd_pending.load(std::memory_order_acquire)) {
+        drain_commands();
+        busy = true;
+      }
+      while (ucp_worker_progress(worker.get()) != 0) busy = true;
+      uint64_t now = now_ns();
+      if (now - last_timer >= timer_ns) {
+        timers();
+        last_timer = now;
+      }
+      if (busy) {
+        last_busy = now;
+        continue;
+      }
+      if (opts.progress == ProgressMode::kSpin) continue;
+      if (now - last_busy < spin_ns) continue;
+      // Idle: arm the worker and sleep on its event fd, our wake fd and watched fds.
+      sleeping.store(true, std::memory_order_seq_cst);
+      if (cmd_pending.load(std::memory_order_seq_cst)) {
+        sleeping.store(false);
+        continue;
+      }
+      ucs_status_t s = ucp_worker_arm(worker.get());
+      if (s == UCS_ERR_BUSY) {
+        sleeping.store(false);
+        continue;
+      }
+      poll_fds(next_timer_ms());
+      sleeping.store(false, std::memory_order_seq_cst);
+      last_busy = now_ns();
+    }
+    finish_on_progress_thread();
+  }
+
+  // Bye to every live peer, wait for outstanding sends, close endpoints (bounded waits).
+  void finish_on_progress_thread() {
+    drain_commands();
+    for (uint32_t r = 0; r < job_size; ++r) {
+      if (r == self || eps[r] == nullptr) continue;
+      bool lost;
+      {
+        std::lock_guard lock(mu);
+        lost = peers[r].lost;
+      }
+      if (!lost) do_send(r, encode_control(control_to(r, ControlKind::kBye)));
+    }
+    auto deadline = Clock::now() + std::chrono::seconds(2);
+    while (outstanding > 0 && Clock::now() < deadline) ucp_worker_progress(worker.get());
+    for (uint32_t r = 0; r < job_size; ++r) record_lanes(r);
+    std::vector<ucs_status_ptr_t> closing;
+    for (uint32_t r = 0; r < job_size; ++r) {
+      if (eps[r] == nullptr) continue;
+      bool lost;
+      {
+        std::lock_guard lock(mu);
+        lost = peers[r].lost;
+      }
+      // Every channel was acknowledged by our own Close/CloseAck handshake and the Bye has left,
+      // so nothing is owed to the peer; a flushing close would wait on a peer that may already
+      // have destroyed its worker.
+      (void)lost;
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      ucs_status_ptr_t req = ucp_ep_close_nbx(eps[r], &p);
+      if (UCS_PTR_IS_PTR(req)) closing.push_back(req);
+      eps[r] = nullptr;
+    }
+    deadline = Clock::now() + std::chrono::seconds(2);
+    for (auto req : closing) {
+      while (ucp_request_check_status(req) == UCS_INPROGRESS && Clock::now() < deadline) {
+        ucp_worker_progress(worker.get());
+      }
+      if (ucp_request_check_status(req) == UCS_INPROGRESS) {
+        SLUICE_LOG_WARN("an endpoint did not finish closing within 2 s");
+      }
+      ucp_request_free(req);
+    }
+  }
+
+  Node* owner = nullptr;
+};
+
+void Node::Impl::send_done(void* request, ucs_status_t status, void* user_data) {
+  auto* op = static_cast<SendOp*>(user_data);
+  Impl* self_impl = op->impl;
+  --self_impl->outstanding;
+  if (status != UCS_OK && status != UCS_ERR_CANCELED) {
+    std::lock_guard lock(self_impl->mu);
+    self_impl->lose_peer_locked(op->dst, detail::ucs_error("sending", status));
+    self_impl->bump();
+  }
+  delete op;
+  ucp_request_free(request);
+}
+
+void Node::Impl::on_rndv_done(void* request, ucs_status_t status, size_t, void* user_data) {
+  auto* a = static_cast<Arrival*>(user_data);
+  a->ready = true;
+  if (status != UCS_OK) {
+    a->failed = true;
+    a->impl->reject(a->src, detail::ucs_error("receiving a rendezvous frame", status));
+  }
+  ucp_request_free(request);
+  a->impl->pump(a->src);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+RxFrame& RxFrame::operator=(RxFrame&& o) noexcept {
+  if (this != &o) {
+    reset();
+    node_ = std::exchange(o.node_, nullptr);
+    ucx_data_ = std::exchange(o.ucx_data_, nullptr);
+    heap_ = std::move(o.heap_);
+    wire_bytes_ = std::exchange(o.wire_bytes_, 0);
+    view_ = std::exchange(o.view_, DataFrameView{});
+  }
+  return *this;
+}
+
+void RxFrame::reset() {
+  if (node_ != nullptr) node_->release(*this);
+  node_ = nullptr;
+  ucx_data_ = nullptr;
+  heap_.reset();
+  view_ = DataFrameView{};
+}
+
+Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) { impl_->owner = this; }
+
+Result<std::unique_ptr<Node>> Node::create(const TransportOptions& opts, uint32_t self_rank,
+                                           uint32_t job_size, std::string job_id,
+                                           std::string name) {
+  auto impl = std::make_unique<Impl>();
+  impl->opts = opts;
+  impl->self = self_rank;
+  impl->job_size = job_size;
+  impl->job_id = std::move(job_id);
+  impl->name = std::move(name);
+  impl->check = FrameCheck{opts.max_frame_bytes, self_rank, job_size};
+  auto ctx = detail::UcpContext::create(opts.kind, impl->name);
+  if (!ctx) return std::move(ctx).take_error();
+  impl->context = std::move(*ctx);
+  auto w = detail::UcpWorker::create(impl->context);
+  if (!w) return std::move(w).take_error();
+  impl->worker = std::move(*w);
+  auto efd = impl->worker.event_fd();
+  if (!efd) return std::move(efd).take_error();
+  impl->worker_fd = *efd;
+  impl->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  impl->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  if (impl->wake_fd < 0 || impl->epoll_fd < 0) {
+    return make_error(std::string("creating the progress engine's fds: ") + std::strerror(errno));
+  }
+  for (int fd : {impl->worker_fd, impl->wake_fd}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(impl->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+  }
+  for (unsigned id : {kAmData, kAmControl}) {
+    ucp_am_handler_param_t hp{};
+    hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+    hp.id = id;
+    hp.cb = id == kAmData ? &Impl::on_am_data : &Impl::on_am_control;
+    hp.arg = impl.get();
+    hp.flags = UCP_AM_FLAG_WHOLE_MSG;
+    if (id == kAmData) hp.flags |= UCP_AM_FLAG_PERSISTENT_DATA;
+    ucs_status_t s = ucp_worker_set_am_recv_handler(impl->worker.get(), &hp);
+    if (s != UCS_OK) return make_error(detail::ucs_error("ucp_worker_set_am_recv_handler", s));
+  }
+  impl->peers.resize(job_size);
+  impl->eps.assign(job_size, nullptr);
+  impl->peer_names.resize(job_size);
+  impl->arrivals.resize(job_size);
+  impl->last_rx_ns.assign(job_size, 0);
+  impl->last_tx_ns.assign(job_size, 0);
+  impl->lanes_known.assign(job_size, false);
+  for (uint32_t r = 0; r < job_size; ++r) impl->peer_names[r] = "rank " + std::to_string(r);
+  return std::unique_ptr<Node>(new Node(std::move(impl)));
+}
+
+Node::~Node() {
+  shutdown();
+  if (impl_->wake_fd >= 0) ::close(impl_->wake_fd);
+  if (impl_->epoll_fd >= 0) ::close(impl_->epoll_fd);
+  // Frames still held by the runtime must have been dropped before the node dies; channels'
+  // queued frames are released here, after the progress thread stopped (no concurrency left).
+  for (auto& [k, in] : impl_->ins) {
+    for (auto& f : in.ready) {
+      if (f.ucx_data_ != nullptr) ucp_am_data_release(impl_->worker.get(), f.ucx_data_);
+      f.node_ = nullptr;
+    }
+    in.ready.clear();
+  }
+  for (auto& q : impl_->arrivals) {
+    for (auto& a : q) {
+      if (a->ucx_data != nullptr) ucp_am_data_release(impl_->worker.get(), a->ucx_data);
+    }
+  }
+  impl_->arrivals.clear();
+}
+
+uint32_t Node::rank() const { return impl_->self; }
+const std::string& Node::name() const { return impl_->name; }
+
+std::vector<uint8_t> Node::worker_address() const {
+  auto a = impl_->worker.address();
+  return a ? std::move(*a) : std::vector<uint8_t>{};
+}
+
+void Node::expect_input(uint32_t edge, uint32_t src) { impl_->ins[{edge, src}]; }
+void Node::declare_output(uint32_t edge, uint32_t dst) { impl_->outs[{edge, dst}]; }
+
+void Node::watch_fd(int fd, std::function<bool()> on_readable) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  epoll_ctl(impl_->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+  impl_->watches.push_back({fd, std::move(on_readable), true});
+}
+
+Status Node::connect(const std::vector<PeerInfo>& peers) {
+  auto& im = *impl_;
+  if (peers.size() != im.job_size) {
+    return make_error("peer table has " + std::to_string(peers.size()) + " entries, job has " +
+                      std::to_string(im.job_size));
+  }
+  uint64_t now = now_ns();
+  for (uint32_t r = 0; r < im.job_size; ++r) {
+    im.peer_names[r] = peers[r].location + "/" + std::to_string(peers[r].member);
+    im.last_rx_ns[r] = now;
+    im.last_tx_ns[r] = 0;
+  }
+  for (uint32_t r = 0; r < im.job_size; ++r) {
+    if (r == im.self) continue;
+    if (peers[r].address.empty()) {
+      return make_error("no UCX address for " + im.peer_names[r]);
+    }
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep.address = reinterpret_cast<const ucp_address_t*>(peers[r].address.data());
+    // Peer-failure mode would disable UCX's shared-memory transports; failures are detected by
+    // our own heartbeats instead (see DESIGN.md, Failure).
+    ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+    ucs_status_t s = ucp_ep_create(im.worker.get(), &ep, &im.eps[r]);
+    if (s != UCS_OK) {
+      return make_error(detail::ucs_error(("connecting to " + im.peer_names[r] + " (transport " +
+                                           to_string(im.opts.kind) + ")").c_str(), s));
+    }
+  }
+  im.connected = true;
+  for (uint32_t r = 0; r < im.job_size; ++r) {
+    if (r == im.self) continue;
+    ControlMsg m = im.control_to(r, ControlKind::kHello);
+    m.job = im.job_id;
+    m.pid = static_cast<uint32_t>(getpid());
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    m.hostname = host;
+    im.post_control(m);
+  }
+  im.progress = std::thread([this] { impl_->run_progress(); });
+  return {};
+}
+
+SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count,
+                           size_t bytes, const std::function<void(uint8_t*)>& encode) {
+  auto& im = *impl_;
+  uint64_t seq;
+  {
+    std::unique_lock lock(im.mu);
+    auto it = im.outs.find({edge, dst});
+    assert(it != im.outs.end() && "send on an undeclared channel");
+    Impl::OutChannel& out = it->second;
+    uint64_t need = bytes + 128;
+    auto blocked_from = Clock::now();
+    bool blocked = false;
+    while (!im.peers[dst].lost && !im.stop.load() && out.in_flight > 0 &&
+           out.in_flight + need > im.opts.window_bytes) {
+      blocked = true;
+      ++im.waiters;
+      im.cv.wait_for(lock, std::chrono::milliseconds(50));
+      --im.waiters;
+    }
+    if (blocked) {
+      im.peers[dst].stats.blocked_ns += static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - blocked_from).count());
+    }
+    if (im.peers[dst].lost) return SendStatus::kPeerLost;
+    if (im.stop.load()) return SendStatus::kShutdown;
+    seq = out.next_seq++;
+  }
+  DataFrameBuilder b(edge, im.self, dst, seq, tick);
+  uint8_t* p = b.reserve_elements(count, bytes);
+  if (bytes > 0) encode(p);
+  OwnedFrame f = b.finish();
+  {
+    std::lock_guard lock(im.mu);
+    im.outs[{edge, dst}].in_flight += f.bytes().size();
+  }
+  Impl::Command c;
+  c.dst = dst;
+  c.frame = std::move(f);
+  im.post(std::move(c));
+  return SendStatus::kOk;
+}
+
+void Node::close_output(uint32_t edge, uint32_t dst) {
+  auto& im = *impl_;
+  uint64_t last;
+  {
+    std::lock_guard lock(im.mu);
+    auto& out = im.outs[{edge, dst}];
+    if (out.closed) return;
+    out.closed = true;
+    last = out.next_seq - 1;
+    if (im.peers[dst].lost) return;
+  }
+  ControlMsg m = im.control_to(dst, ControlKind::kClose);
+  m.edge = edge;
+  m.value = last;
+  im.post_control(m);
+}
+
+bool Node::outputs_drained() const {
+  std::lock_guard lock(impl_->mu);
+  for (const auto& [k, out] : impl_->outs) {
+    if (impl_->peers[k.peer].lost) continue;
+    if (!out.closed || !out.acked) return false;
+  }
+  return true;
+}
+
+size_t Node::take(uint32_t edge, std::vector<RxFrame>& out, size_t max_frames) {
+  auto& im = *impl_;
+  size_t n = 0;
+  std::vector<ControlMsg> acks;
+  {
+    std::lock_guard lock(im.mu);
+    for (auto it = im.ins.lower_bound({edge, 0}); it != im.ins.end() && it->first.edge == edge;
+         ++it) {
+      auto& in = it->second;
+      while (!in.ready.empty() && n < max_frames) {
+        out.push_back(std::move(in.ready.front()));
+        in.ready.pop_front();
+        ++n;
+      }
+      if (in.ready.empty() && Impl::channel_closed(in) && !in.close_acked) {
+        in.close_acked = true;
+        ControlMsg m = im.control_to(it->first.peer, ControlKind::kCloseAck);
+        m.edge = edge;
+        m.value = in.close_at == UINT64_MAX ? 0 : in.close_at;
+        acks.push_back(m);
+      }
+    }
+  }
+  for (auto& m : acks) im.post_control(m);
+  return n;
+}
+
+bool Node::input_finished(uint32_t edge) const {
+  auto& im = *impl_;
+  std::lock_guard lock(im.mu);
+  for (auto it = im.ins.lower_bound({edge, 0}); it != im.ins.end() && it->first.edge == edge;
+       ++it) {
+    const auto& in = it->second;
+    if (!in.ready.empty()) return false;
+    bool ended = Impl::channel_closed(in) || in.broken || im.peers[it->first.peer].lost;
+    if (!ended) return false;
+  }
+  return true;
+}
+
+void Node::release(RxFrame& f) {
+  auto& im = *impl_;
+  if (f.ucx_data_ != nullptr) {
+    Impl::Command c;
+    c.kind = Impl::Command::kRelease;
+    c.ucx_data = f.ucx_data_;
+    im.post(std::move(c));
+  }
+  bool credit = false;
+  uint64_t bytes = 0;
+  {
+    std::lock_guard lock(im.mu);
+    auto it = im.ins.find({f.view_.edge, f.view_.src});
+    if (it != im.ins.end() && !im.peers[f.view_.src].lost) {
+      it->second.consumed += f.wire_bytes_;
+      if (it->second.consumed >= im.opts.window_bytes / 4 || Impl::channel_closed(it->second)) {
+        bytes = std::exchange(it->second.consumed, 0);
+        credit = true;
+      }
+    }
+  }
+  if (credit) {
+    ControlMsg m = im.control_to(f.view_.src, ControlKind::kCredit);
+    m.edge = f.view_.edge;
+    m.value = bytes;
+    im.post_control(m);
+  }
+}
+
+uint64_t Node::activity() const { return impl_->activity.load(std::memory_order_acquire); }
+
+bool Node::wait_activity(uint64_t seen, std::chrono::microseconds timeout) {
+  auto& im = *impl_;
+  auto deadline = Clock::now() + timeout;
+  if (im.opts.progress == ProgressMode::kSpin) {
+    while (im.activity.load(std::memory_order_acquire) == seen) {
+      if (Clock::now() >= deadline) return false;
+      sched_yield();
+    }
+    return true;
+  }
+  std::unique_lock lock(im.mu);
+  ++im.waiters;
+  bool moved = im.cv.wait_until(lock, deadline, [&] {
+    return im.activity.load(std::memory_order_acquire) != seen;
+  });
+  --im.waiters;
+  return moved;
+}
+
+void Node::mark_peer_lost(uint32_t rank, const std::string& reason) {
+  std::lock_guard lock(impl_->mu);
+  if (rank < impl_->job_size) impl_->lose_peer_locked(rank, reason);
+  impl_->bump();
+}
+
+bool Node::peer_lost(uint32_t rank) const {
+  std::lock_guard lock(impl_->mu);
+  return rank < impl_->job_size && impl_->peers[rank].lost;
+}
+
+void Node::shutdown() {
+  auto& im = *impl_;
+  if (im.shut) return;
+  im.shut = true;
+  im.stop.store(true, std::memory_order_release);
+  {
+    std::lock_guard lock(im.mu);
+    im.cv.notify_all();
+  }
+  uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(im.wake_fd, &one, sizeof one);
+  if (im.progress.joinable()) im.progress.join();
+}
+
+std::vector<PeerStats> Node::stats() const {
+  std::lock_guard lock(impl_->mu);
+  std::vector<PeerStats> out;
+  for (const auto& p : impl_->peers) out.push_back(p.stats);
+  return out;
+}
+
+uint64_t Node::rejected_frames() const {
+  std::lock_guard lock(impl_->mu);
+  uint64_t n = 0;
+  for (const auto& p : impl_->peers) n += p.stats.frames_rejected;
+  return n;
+}
+
+}  // namespace sluice::transport
