@@ -60,6 +60,7 @@ class MemberRuntime {
   // acknowledged. Returns false when the job could not complete here (a peer was lost).
   bool run() {
     lower();
+    find_consumers();
     uint64_t tick = 0;
     bool closed = false;
     for (;;) {
@@ -68,7 +69,7 @@ class MemberRuntime {
       bool work = false;
       size_t pulled = 0;
       for (auto& s : sources_) {
-        if (s.cursor->exhausted()) continue;
+        if (s.cursor->exhausted() || abandon_if_useless(s)) continue;
         ir::AnyBatch b = s.cursor->next(batch_);
         pulled += b->size();
         if (b->size() > 0) {
@@ -117,6 +118,10 @@ class MemberRuntime {
   struct Source {
     std::unique_ptr<ir::SourceCursor> cursor;
     flow::broadcast_node<ir::AnyBatch>* entry;
+    uint32_t ir_node;
+    bool local_sink = false;         // feeds a sink in this member
+    std::vector<size_t> sends;       // indices into sends_ it feeds
+    bool abandoned = false;          // every consumer is gone: stop pulling
   };
   struct Recv {
     uint32_t edge;
@@ -140,7 +145,7 @@ class MemberRuntime {
         case ir::NodeKind::kSource: {
           if (!here) break;
           auto* b = own(std::make_unique<flow::broadcast_node<ir::AnyBatch>>(graph_));
-          sources_.push_back({n.make_source(), b});
+          sources_.push_back({n.make_source(), b, n.id, false, {}, false});
           out[n.id] = b;
           break;
         }
@@ -186,6 +191,46 @@ class MemberRuntime {
         }
       }
     }
+  }
+
+  // Which sinks and sends each source feeds, so a source whose consumers all failed stops.
+  void find_consumers() {
+    std::map<uint32_t, std::vector<uint32_t>> consumers;
+    for (const auto& n : g_.nodes()) {
+      for (uint32_t in : n.inputs) consumers[in].push_back(n.id);
+    }
+    std::map<uint32_t, size_t> send_of_node;
+    size_t k = 0;
+    for (const auto& n : g_.nodes()) {
+      if (n.kind == ir::NodeKind::kNetwork && n.location == location_) send_of_node[n.id] = k++;
+    }
+    for (auto& s : sources_) {
+      std::vector<uint32_t> stack{s.ir_node};
+      std::set<uint32_t> seen;
+      while (!stack.empty()) {
+        uint32_t id = stack.back();
+        stack.pop_back();
+        if (!seen.insert(id).second) continue;
+        const auto& n = g_.nodes()[id];
+        if (n.kind == ir::NodeKind::kSink) s.local_sink = true;
+        if (n.kind == ir::NodeKind::kNetwork && id != s.ir_node) {
+          s.sends.push_back(send_of_node.at(id));
+          continue;  // what happens on the far side is the receiver's business
+        }
+        for (uint32_t c : consumers[id]) stack.push_back(c);
+      }
+    }
+  }
+
+  bool abandon_if_useless(Source& s) {
+    if (s.abandoned) return true;
+    if (s.local_sink || s.sends.empty()) return false;
+    for (size_t i : s.sends) {
+      if (!sends_[i].failed) return false;
+    }
+    s.abandoned = true;
+    SLUICE_LOG_ERROR("every consumer of a source here is gone; it stops");
+    return true;
   }
 
   template <typename N>
@@ -254,7 +299,7 @@ class MemberRuntime {
 
   bool inputs_complete() const {
     for (const auto& s : sources_) {
-      if (!s.cursor->exhausted()) return false;
+      if (!s.cursor->exhausted() && !s.abandoned) return false;
     }
     for (const auto& r : recvs_) {
       if (!node_.input_finished(r.edge)) return false;

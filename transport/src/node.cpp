@@ -86,6 +86,7 @@ struct Node::Impl {
     PeerStats stats;
   };
   std::vector<Peer> peers;
+  uint64_t rejected_unattributed = 0;  // frames whose header did not name a valid peer
   std::atomic<uint64_t> activity{0};
   int waiters = 0;  // runtime threads in cv.wait
 
@@ -106,7 +107,7 @@ struct Node::Impl {
   std::atomic<bool> stop{false};
   bool connected = false;
   bool shut = false;
-  uint64_t outstanding = 0;  // sends UCX has not completed
+  std::vector<uint64_t> outstanding;  // by rank: sends UCX has not completed
   struct Arrival {           // a data frame from one peer, in arrival order
     Impl* impl = nullptr;
     uint32_t src = 0;
@@ -219,7 +220,7 @@ struct Node::Impl {
       delete op;
       bump();
     } else {
-      ++outstanding;
+      ++outstanding[dst];
     }
   }
 
@@ -251,7 +252,11 @@ struct Node::Impl {
 
   void reject(uint32_t src, const std::string& why) {
     std::lock_guard lock(mu);
-    if (src < job_size) ++peers[src].stats.frames_rejected;
+    if (src < job_size) {
+      ++peers[src].stats.frames_rejected;
+    } else {
+      ++rejected_unattributed;
+    }
     SLUICE_LOG_ERROR("rejected frame%s%s: %s", src < job_size ? " from " : "",
                      src < job_size ? peer_names[src].c_str() : "", why.c_str());
   }
@@ -591,8 +596,16 @@ struct Node::Impl {
       }
       if (!lost) do_send(r, encode_control(control_to(r, ControlKind::kBye)));
     }
+    // Wait (bounded) for what is still in flight to live peers; sends to lost peers never finish.
+    auto pending_to_live = [&] {
+      std::lock_guard lock(mu);
+      for (uint32_t r = 0; r < job_size; ++r) {
+        if (outstanding[r] > 0 && !peers[r].lost) return true;
+      }
+      return false;
+    };
     auto deadline = Clock::now() + std::chrono::seconds(2);
-    while (outstanding > 0 && Clock::now() < deadline) ucp_worker_progress(worker.get());
+    while (pending_to_live() && Clock::now() < deadline) ucp_worker_progress(worker.get());
     for (uint32_t r = 0; r < job_size; ++r) record_lanes(r);
     std::vector<ucs_status_ptr_t> closing;
     for (uint32_t r = 0; r < job_size; ++r) {
@@ -631,7 +644,7 @@ struct Node::Impl {
 void Node::Impl::send_done(void* request, ucs_status_t status, void* user_data) {
   auto* op = static_cast<SendOp*>(user_data);
   Impl* self_impl = op->impl;
-  --self_impl->outstanding;
+  --self_impl->outstanding[op->dst];
   if (status != UCS_OK && status != UCS_ERR_CANCELED) {
     std::lock_guard lock(self_impl->mu);
     self_impl->lose_peer_locked(op->dst, detail::ucs_error("sending", status));
@@ -725,6 +738,7 @@ Result<std::unique_ptr<Node>> Node::create(const TransportOptions& opts, uint32_
   impl->last_rx_ns.assign(job_size, 0);
   impl->last_tx_ns.assign(job_size, 0);
   impl->lanes_known.assign(job_size, false);
+  impl->outstanding.assign(job_size, 0);
   for (uint32_t r = 0; r < job_size; ++r) impl->peer_names[r] = "rank " + std::to_string(r);
   return std::unique_ptr<Node>(new Node(std::move(impl)));
 }
@@ -1005,7 +1019,7 @@ std::vector<PeerStats> Node::stats() const {
 
 uint64_t Node::rejected_frames() const {
   std::lock_guard lock(impl_->mu);
-  uint64_t n = 0;
+  uint64_t n = impl_->rejected_unattributed;
   for (const auto& p : impl_->peers) n += p.stats.frames_rejected;
   return n;
 }

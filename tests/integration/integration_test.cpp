@@ -1,0 +1,185 @@
+// End to end: the seed's first example and a few-million-element stream, embedded and through
+// sluice-run, over shm and tcp; a receiver killed mid-stream; bad layouts and environments.
+#include <dirent.h>
+#include <signal.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "subprocess.hpp"
+
+namespace sluice::test {
+namespace {
+
+class Transport : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string flag() const { return "--sluice-transport=" + GetParam(); }
+};
+
+std::vector<std::string> lines_with_prefix(const std::string& out, const std::string& prefix) {
+  std::vector<std::string> keep;
+  for (auto& l : split_lines(out)) {
+    if (l.rfind(prefix, 0) == 0) keep.push_back(l.substr(prefix.size()));
+  }
+  return keep;
+}
+
+TEST_P(Transport, SeedExampleEmbeddedDeliversOneTwoThreeInOrder) {
+  auto r = run_command({SEED_SEND_PATH, flag()});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_EQ(r.out, "1\n2\n3\n") << r.describe();
+}
+
+TEST_P(Transport, SeedExampleThroughLauncherDeliversOneTwoThreeInOrder) {
+  auto r = run_command({SLUICE_RUN_PATH, "-n", "p1=1", "-n", "p2=1", "--", SEED_SEND_PATH, flag()});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_EQ(lines_with_prefix(r.out, "[p2/0] "), (std::vector<std::string>{"1", "2", "3"}))
+      << r.describe();
+  EXPECT_TRUE(lines_with_prefix(r.out, "[p1/0] ").empty()) << r.describe();
+}
+
+TEST_P(Transport, MillionsOfElementsArriveOnceAndInOrderEmbedded) {
+  auto r = run_command({STREAM_CHECK_PATH, "--count", "3000000", flag()});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("stream_check: OK count=3000000"), std::string::npos) << r.describe();
+}
+
+TEST_P(Transport, MillionsOfElementsArriveOnceAndInOrderThroughLauncher) {
+  auto r = run_command({SLUICE_RUN_PATH, "-n", "p1=1", "-n", "p2=1", "--", STREAM_CHECK_PATH,
+                        "--count", "3000000", flag()});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("[p2/0] stream_check: OK count=3000000"), std::string::npos) << r.describe();
+}
+
+TEST_P(Transport, MegabyteElementsArriveIntactThroughLauncher) {
+  auto r = run_command({SLUICE_RUN_PATH, "-n", "p1=1", "-n", "p2=1", "--", STREAM_CHECK_PATH,
+                        "--count", "200", "--size", "1048576", flag()});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("[p2/0] stream_check: OK count=200"), std::string::npos) << r.describe();
+}
+
+TEST_P(Transport, SlowConsumerIsBoundedByTheWindowAndLosesNothing) {
+  // A 64 KiB window against 16 MiB of data: the sender must wait for credit many times.
+  auto r = run_command({STREAM_CHECK_PATH, "--count", "2000000", "--sluice-window=64k",
+                        "--sluice-stats", flag()});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("stream_check: OK count=2000000"), std::string::npos) << r.describe();
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, Transport, ::testing::Values("shm", "tcp"),
+                         [](const auto& param_info) { return param_info.param; });
+
+std::set<std::string> shm_entries() {
+  std::set<std::string> out;
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] != '.') out.insert(e->d_name);
+    }
+    closedir(d);
+  }
+  return out;
+}
+
+// Kills p2 with SIGKILL mid-stream. Returns the launcher's result.
+ProcessResult kill_receiver_mid_stream(const std::string& transport,
+                                       const std::vector<std::string>& launcher_flags) {
+  TempDir dir;
+  std::vector<std::string> argv{SLUICE_RUN_PATH};
+  argv.insert(argv.end(), launcher_flags.begin(), launcher_flags.end());
+  std::vector<std::string> rest{"-n", "p1=1", "-n", "p2=1", "--", STREAM_CHECK_PATH,
+                                "--count", "1000000000000", "--ready-after", "200000",
+                                "--ready-file", dir.file("ready"),
+                                "--sluice-transport=" + transport,
+                                "--sluice-peer-timeout-ms=1500"};
+  argv.insert(argv.end(), rest.begin(), rest.end());
+  SubprocessOptions opts;
+  opts.timeout_ms = 60000;
+  auto job = Subprocess::start(argv, opts);
+  bool ready = wait_until([&] { return !read_file(dir.file("ready")).empty(); }, 30000);
+  EXPECT_TRUE(ready) << "p2 never reported progress";
+  pid_t victim = static_cast<pid_t>(std::stol("0" + read_file(dir.file("ready"))));
+  if (ready && victim > 0) kill(victim, SIGKILL);
+  return job.wait();
+}
+
+TEST_P(Transport, KilledReceiverEndsTheJobNamingIt) {
+  auto before = shm_entries();
+  auto r = kill_receiver_mid_stream(GetParam(), {});
+  EXPECT_FALSE(r.timed_out) << r.describe();
+  EXPECT_NE(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.err.find("p2/0"), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("signal 9"), std::string::npos) << r.describe();
+  for (const auto& e : shm_entries()) {
+    EXPECT_TRUE(before.count(e)) << "left in /dev/shm: " << e;
+  }
+}
+
+TEST_P(Transport, KilledReceiverGivesTheSenderAClearErrorWhenTheJobContinues) {
+  auto before = shm_entries();
+  auto r = kill_receiver_mid_stream(GetParam(), {"--on-failure", "continue"});
+  EXPECT_FALSE(r.timed_out) << r.describe();
+  EXPECT_NE(r.exit_code, 0) << r.describe();
+  // The sender notices by itself (launcher report or heartbeats), says so, and exits non-zero.
+  EXPECT_NE(r.err.find("[p1/0] sluice[p1/0]: error: lost peer p2/0"), std::string::npos)
+      << r.describe();
+  EXPECT_NE(r.err.find("p2/0"), std::string::npos) << r.describe();
+  for (const auto& e : shm_entries()) {
+    EXPECT_TRUE(before.count(e)) << "left in /dev/shm: " << e;
+  }
+}
+
+TEST(Errors, LayoutMissingALocationIsAOneLineError) {
+  auto r = run_command({SLUICE_RUN_PATH, "-n", "p1=1", "-n", "nope=1", "--", SEED_SEND_PATH});
+  EXPECT_NE(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.err.find("does not name location 'p2'"), std::string::npos) << r.describe();
+  EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.describe();
+}
+
+TEST(Errors, ProcessWithTwoMembersIsAnError) {
+  auto r = run_command({SLUICE_RUN_PATH, "-n", "p1=2", "-n", "p2=1", "--", SEED_SEND_PATH});
+  EXPECT_NE(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.err.find("needs exactly 1 member"), std::string::npos) << r.describe();
+}
+
+TEST(Errors, MissingLauncherVariableIsAOneLineError) {
+  SubprocessOptions opts;
+  opts.set_env = {{"SLUICE_RENDEZVOUS", "127.0.0.1:9"}};
+  opts.unset_env = {"SLUICE_TOKEN", "SLUICE_LAYOUT", "SLUICE_RANK", "SLUICE_LOCATION",
+                    "SLUICE_MEMBER", "SLUICE_JOB_ID"};
+  auto r = run_command({SEED_SEND_PATH}, opts);
+  EXPECT_EQ(r.exit_code, 2) << r.describe();
+  EXPECT_NE(r.err.find("SLUICE_"), std::string::npos) << r.describe();
+  EXPECT_EQ(split_lines(r.err).size(), 1u) << r.describe();
+}
+
+TEST(Errors, BadFlagValueIsAOneLineError) {
+  auto r = run_command({SEED_SEND_PATH, "--sluice-transport", "carrier-pigeon"});
+  EXPECT_EQ(r.exit_code, 2) << r.describe();
+  EXPECT_NE(r.err.find("expected auto|shm|tcp|rdma"), std::string::npos) << r.describe();
+  EXPECT_EQ(split_lines(r.err).size(), 1u) << r.describe();
+}
+
+TEST(Errors, RdmaWithoutADeviceIsAClearError) {
+  DIR* d = opendir("/sys/class/infiniband");
+  bool has_rdma = false;
+  if (d != nullptr) {
+    while (dirent* e = readdir(d)) has_rdma |= e->d_name[0] != '.';
+    closedir(d);
+  }
+  if (has_rdma) GTEST_SKIP() << "this machine has an RDMA device";
+  auto r = run_command({SEED_SEND_PATH, "--sluice-transport", "rdma"});
+  EXPECT_EQ(r.exit_code, 2) << r.describe();
+  EXPECT_NE(r.err.find("no RDMA device"), std::string::npos) << r.describe();
+}
+
+TEST(Demo, HelloSendPrintsTheSum) {
+  auto r = run_command({HELLO_SEND_PATH});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("sum of squares 1..10 = 385"), std::string::npos) << r.describe();
+}
+
+}  // namespace
+}  // namespace sluice::test

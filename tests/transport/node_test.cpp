@@ -1,0 +1,361 @@
+// Two or three members in one process, connected over real UCX endpoints, for each transport.
+#include <gtest/gtest.h>
+#include <ucp/api/ucp.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "sluice/transport/node.hpp"
+
+namespace sluice::transport {
+namespace {
+
+using std::chrono::milliseconds;
+
+class NodeTest : public ::testing::TestWithParam<TransportKind> {
+ protected:
+  // Creates `n` nodes of one job; `setup` declares channels before they connect.
+  void make_job(uint32_t n, TransportOptions opts,
+                const std::function<void(uint32_t, Node&)>& setup, uint32_t job_size = 0) {
+    opts.kind = GetParam();
+    job_size_ = job_size == 0 ? n : job_size;
+    for (uint32_t r = 0; r < n; ++r) {
+      auto node = Node::create(opts, r, job_size_, "test-job", "m" + std::to_string(r));
+      ASSERT_TRUE(node) << node.error();
+      setup(r, **node);
+      nodes_.push_back(std::move(*node));
+    }
+  }
+  std::vector<PeerInfo> table(const std::vector<std::vector<uint8_t>>& extra = {}) {
+    std::vector<PeerInfo> peers;
+    for (uint32_t r = 0; r < job_size_; ++r) {
+      PeerInfo p;
+      p.rank = r;
+      p.location = "m";
+      p.member = r;
+      p.address = r < nodes_.size() ? nodes_[r]->worker_address() : extra.at(r - nodes_.size());
+      peers.push_back(p);
+    }
+    return peers;
+  }
+  void connect_all(const std::vector<PeerInfo>& peers) {
+    for (auto& n : nodes_) {
+      auto s = n->connect(peers);
+      ASSERT_TRUE(s) << s.error();
+    }
+  }
+  // Takes frames of `edge` on `node` until `pred` holds or 20 s pass (a watchdog, not a bar).
+  bool take_until(Node& node, uint32_t edge, std::vector<RxFrame>& got,
+                  const std::function<bool()>& pred) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!pred()) {
+      uint64_t seen = node.activity();
+      if (node.take(edge, got, 1024) > 0) continue;
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      node.wait_activity(seen, milliseconds(50));
+    }
+    return true;
+  }
+
+  uint32_t job_size_ = 0;
+  std::vector<std::unique_ptr<Node>> nodes_;
+};
+
+int64_t value_at(const RxFrame& f, uint32_t i) {
+  int64_t v;
+  std::memcpy(&v, f.elements().data() + 8 * i, 8);
+  return v;
+}
+
+SendStatus send_values(Node& n, uint32_t edge, uint32_t dst, int64_t first, uint32_t count) {
+  return n.send_data(edge, dst, 1, count, 8u * count, [&](uint8_t* p) {
+    for (uint32_t i = 0; i < count; ++i) {
+      int64_t v = first + i;
+      std::memcpy(p + 8 * i, &v, 8);
+    }
+  });
+}
+
+TEST_P(NodeTest, FramesArriveInOrderExactlyOnceAndCloseDrains) {
+  make_job(2, {}, [](uint32_t r, Node& n) {
+    if (r == 0) n.declare_output(0, 1);
+    if (r == 1) n.expect_input(0, 0);
+  });
+  connect_all(table());
+  Node& tx = *nodes_[0];
+  Node& rx = *nodes_[1];
+  constexpr int kFrames = 300;
+  std::thread sender([&] {
+    for (int i = 0; i < kFrames; ++i) {
+      uint32_t count = static_cast<uint32_t>(1 + i % 17);
+      ASSERT_EQ(send_values(tx, 0, 1, int64_t{i} * 100, count), SendStatus::kOk);
+    }
+    tx.close_output(0, 1);
+  });
+  std::vector<RxFrame> got;
+  ASSERT_TRUE(take_until(rx, 0, got, [&] { return rx.input_finished(0); }));
+  sender.join();
+  ASSERT_EQ(got.size(), static_cast<size_t>(kFrames));
+  for (int i = 0; i < kFrames; ++i) {
+    EXPECT_EQ(got[i].view().seq, static_cast<uint64_t>(i + 1));
+    ASSERT_EQ(got[i].count(), static_cast<uint32_t>(1 + i % 17));
+    for (uint32_t k = 0; k < got[i].count(); ++k) EXPECT_EQ(value_at(got[i], k), i * 100 + k);
+  }
+  got.clear();
+  rx.take(0, got, 1);  // acknowledges the close
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!tx.outputs_drained() && std::chrono::steady_clock::now() < deadline) {
+    uint64_t seen = tx.activity();
+    tx.wait_activity(seen, milliseconds(50));
+  }
+  EXPECT_TRUE(tx.outputs_drained());
+  EXPECT_EQ(rx.rejected_frames(), 0u);
+}
+
+TEST_P(NodeTest, LargeFramesUseRendezvousAndArriveIntact) {
+  make_job(2, {}, [](uint32_t r, Node& n) {
+    if (r == 0) n.declare_output(0, 1);
+    if (r == 1) n.expect_input(0, 0);
+  });
+  connect_all(table());
+  constexpr uint32_t kCount = 1 << 18;  // 2 MiB per frame
+  std::thread sender([&] {
+    for (int i = 0; i < 4; ++i) ASSERT_EQ(send_values(*nodes_[0], 0, 1, i, kCount), SendStatus::kOk);
+  });
+  std::vector<RxFrame> got;
+  ASSERT_TRUE(take_until(*nodes_[1], 0, got, [&] { return got.size() == 4; }));
+  sender.join();
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(got[i].count(), kCount);
+    EXPECT_EQ(value_at(got[i], 0), i);
+    EXPECT_EQ(value_at(got[i], kCount - 1), i + kCount - 1);
+  }
+}
+
+TEST_P(NodeTest, SlowReceiverPushesBackOnTheSender) {
+  TransportOptions opts;
+  opts.window_bytes = 64 * 1024;
+  make_job(2, opts, [](uint32_t r, Node& n) {
+    if (r == 0) n.declare_output(0, 1);
+    if (r == 1) n.expect_input(0, 0);
+  });
+  connect_all(table());
+  constexpr uint32_t kPerFrame = 2048;  // 16 KiB of elements per frame
+  constexpr int kFrames = 40;
+  std::atomic<int> sent{0};
+  std::thread sender([&] {
+    for (int i = 0; i < kFrames; ++i) {
+      ASSERT_EQ(send_values(*nodes_[0], 0, 1, int64_t{i} * kPerFrame, kPerFrame), SendStatus::kOk);
+      sent.fetch_add(1);
+    }
+  });
+  // Hold every frame (no credit goes back) until the window's worth has arrived.
+  std::vector<RxFrame> held;
+  const size_t window_frames = opts.window_bytes / (kPerFrame * 8);
+  ASSERT_TRUE(take_until(*nodes_[1], 0, held, [&] { return held.size() >= window_frames - 1; }));
+  // The sender cannot be further ahead than the window allows.
+  EXPECT_LE(sent.load(), static_cast<int>(window_frames + 1));
+  EXPECT_LT(sent.load(), kFrames);
+  // Releasing the frames returns credit; everything arrives, in order.
+  size_t total = held.size();
+  int64_t next = 0;
+  auto check_and_drop = [&](std::vector<RxFrame>& v) {
+    for (auto& f : v) {
+      EXPECT_EQ(value_at(f, 0), next);
+      next += kPerFrame;
+    }
+    v.clear();
+  };
+  check_and_drop(held);
+  std::vector<RxFrame> more;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (total < static_cast<size_t>(kFrames) && std::chrono::steady_clock::now() < deadline) {
+    uint64_t seen = nodes_[1]->activity();
+    size_t n = nodes_[1]->take(0, more, 1024);
+    total += n;
+    check_and_drop(more);
+    if (n == 0) nodes_[1]->wait_activity(seen, milliseconds(50));
+  }
+  sender.join();
+  EXPECT_EQ(total, static_cast<size_t>(kFrames));
+}
+
+// A raw UCX worker that speaks whatever bytes a test wants, posing as a member of the job.
+class Rogue {
+ public:
+  explicit Rogue(TransportKind kind) {
+    ucp_config_t* cfg;
+    EXPECT_EQ(ucp_config_read(nullptr, nullptr, &cfg), UCS_OK);
+    ucp_config_modify(cfg, "TLS", kind == TransportKind::kTcp ? "tcp,self" : "sm,self");
+    if (kind == TransportKind::kTcp) ucp_config_modify(cfg, "NET_DEVICES", "lo");
+    ucp_params_t p{};
+    p.field_mask = UCP_PARAM_FIELD_FEATURES;
+    p.features = UCP_FEATURE_AM;
+    EXPECT_EQ(ucp_init(&p, cfg, &ctx_), UCS_OK);
+    ucp_config_release(cfg);
+    ucp_worker_params_t wp{};
+    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+    EXPECT_EQ(ucp_worker_create(ctx_, &wp, &worker_), UCS_OK);
+    for (unsigned id : {1u, 2u}) {  // swallow whatever the job sends us
+      ucp_am_handler_param_t hp{};
+      hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                      UCP_AM_HANDLER_PARAM_FIELD_ARG;
+      hp.id = id;
+      hp.cb = [](void*, const void*, size_t, void*, size_t, const ucp_am_recv_param_t*) {
+        return UCS_OK;
+      };
+      hp.arg = nullptr;
+      ucp_worker_set_am_recv_handler(worker_, &hp);
+    }
+  }
+  ~Rogue() {
+    if (ep_ != nullptr) {
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      auto r = ucp_ep_close_nbx(ep_, &p);
+      while (UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS) progress();
+      if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
+    }
+    ucp_worker_destroy(worker_);
+    ucp_cleanup(ctx_);
+  }
+  std::vector<uint8_t> address() {
+    ucp_address_t* a;
+    size_t len;
+    EXPECT_EQ(ucp_worker_get_address(worker_, &a, &len), UCS_OK);
+    std::vector<uint8_t> out(reinterpret_cast<uint8_t*>(a), reinterpret_cast<uint8_t*>(a) + len);
+    ucp_worker_release_address(worker_, a);
+    return out;
+  }
+  void connect(const std::vector<uint8_t>& addr) {
+    ucp_ep_params_t p{};
+    p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+    p.address = reinterpret_cast<const ucp_address_t*>(addr.data());
+    ASSERT_EQ(ucp_ep_create(worker_, &p, &ep_), UCS_OK);
+  }
+  void send(unsigned id, const void* header, size_t hlen, const void* data, size_t len) {
+    ucp_request_param_t p{};
+    auto r = ucp_am_send_nbx(ep_, id, header, hlen, data, len, &p);
+    while (UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS) progress();
+    if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
+  }
+  void progress() { ucp_worker_progress(worker_); }
+
+ private:
+  ucp_context_h ctx_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  ucp_ep_h ep_ = nullptr;
+};
+
+TEST_P(NodeTest, MalformedFramesAreRejectedAndTheReceiverKeepsRunning) {
+  constexpr uint32_t kRogue = 2;
+  make_job(2, {}, [](uint32_t r, Node& n) {
+    if (r == 0) n.declare_output(0, 1);
+    if (r == 1) {
+      n.expect_input(0, 0);
+      n.expect_input(0, kRogue);
+    }
+  }, /*job_size=*/3);
+  Rogue rogue(GetParam());
+  connect_all(table({rogue.address()}));
+  rogue.connect(nodes_[1]->worker_address());
+  Node& rx = *nodes_[1];
+
+  auto frame = [](uint32_t edge, uint32_t src, uint64_t seq, size_t bytes) {
+    DataFrameBuilder b(edge, src, 1, seq, 1);
+    uint8_t* p = b.reserve_elements(static_cast<uint32_t>(bytes / 8), bytes);
+    std::memset(p, 0, bytes);
+    return b.finish();
+  };
+  OwnedFrame good = frame(0, kRogue, 1, 64);
+  FrameHeader h = good.header(kRogue);
+  // 1. a header of the wrong size
+  rogue.send(1, &h, 5, good.bytes().data(), good.bytes().size());
+  // 2. a wrong magic
+  FrameHeader bad_magic = h;
+  bad_magic.magic = 0x12345678;
+  rogue.send(1, &bad_magic, sizeof h, good.bytes().data(), good.bytes().size());
+  // 3. truncated: the header announces more than arrives
+  rogue.send(1, &h, sizeof h, good.bytes().data(), good.bytes().size() - 8);
+  // 4. garbage bytes under a well-formed header
+  std::vector<uint8_t> junk(good.bytes().size(), 0x5a);
+  rogue.send(1, &h, sizeof h, junk.data(), junk.size());
+  // 5. a valid frame for an edge the receiver does not have
+  OwnedFrame wrong_edge = frame(99, kRogue, 1, 64);
+  FrameHeader h5 = wrong_edge.header(kRogue);
+  rogue.send(1, &h5, sizeof h5, wrong_edge.bytes().data(), wrong_edge.bytes().size());
+  // 6. oversized: more than max_frame_bytes
+  TransportOptions defaults;
+  std::vector<uint8_t> huge(defaults.max_frame_bytes + 8, 0);
+  FrameHeader h6 = h;
+  h6.length = huge.size();
+  rogue.send(1, &h6, sizeof h6, huge.data(), huge.size());
+  // 7. a frame whose header claims another source than the frame itself
+  OwnedFrame liar = frame(0, 0, 1, 64);
+  FrameHeader h7 = liar.header(kRogue);
+  rogue.send(1, &h7, sizeof h7, liar.bytes().data(), liar.bytes().size());
+
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (rx.rejected_frames() < 7 && std::chrono::steady_clock::now() < deadline) {
+    rogue.progress();
+    uint64_t seen = rx.activity();
+    rx.wait_activity(seen, milliseconds(10));
+  }
+  EXPECT_EQ(rx.rejected_frames(), 7u);
+
+  // The legitimate sender is unaffected.
+  ASSERT_EQ(send_values(*nodes_[0], 0, 1, 42, 3), SendStatus::kOk);
+  std::vector<RxFrame> got;
+  ASSERT_TRUE(take_until(rx, 0, got, [&] {
+    rogue.progress();
+    return !got.empty();
+  }));
+  ASSERT_EQ(got[0].src(), 0u);
+  EXPECT_EQ(value_at(got[0], 2), 44);
+}
+
+TEST_P(NodeTest, SilentPeerIsLostAndTheBlockedSenderIsReleased) {
+  constexpr uint32_t kSilent = 1;
+  TransportOptions opts;
+  opts.window_bytes = 16 * 1024;
+  opts.peer_timeout_ms = 500;
+  opts.heartbeat_ms = 50;
+  make_job(1, opts, [](uint32_t, Node& n) { n.declare_output(0, kSilent); }, /*job_size=*/2);
+  Rogue silent(GetParam());  // never answers: no heartbeats, no credit
+  connect_all(table({silent.address()}));
+  SendStatus last = SendStatus::kOk;
+  std::atomic<bool> done{false};
+  std::thread sender([&] {
+    for (int i = 0; i < 1000 && last == SendStatus::kOk; ++i) {
+      last = send_values(*nodes_[0], 0, kSilent, i, 1024);
+    }
+    done = true;
+  });
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!done && std::chrono::steady_clock::now() < deadline) {
+    silent.progress();
+    std::this_thread::yield();
+  }
+  sender.join();
+  EXPECT_EQ(last, SendStatus::kPeerLost);
+  EXPECT_TRUE(nodes_[0]->peer_lost(kSilent));
+  EXPECT_TRUE(nodes_[0]->outputs_drained()) << "a lost peer owes no acknowledgement";
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, NodeTest,
+                         ::testing::Values(TransportKind::kShm, TransportKind::kTcp),
+                         [](const auto& param_info) { return std::string(to_string(param_info.param)); });
+
+TEST(NodeCreate, RdmaWithoutADeviceIsAClearError) {
+  TransportOptions opts;
+  opts.kind = TransportKind::kRdma;
+  auto n = Node::create(opts, 0, 1, "j", "m");
+  if (n) GTEST_SKIP() << "this machine has an RDMA device";
+  EXPECT_NE(n.error().find("rdma"), std::string::npos) << n.error();
+}
+
+}  // namespace
+}  // namespace sluice::transport
