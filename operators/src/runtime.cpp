@@ -64,6 +64,7 @@ class MemberRuntime {
     uint64_t tick = 0;
     bool closed = false;
     for (;;) {
+      node_.progress();  // spin mode: this thread drives the transport
       uint64_t seen = node_.activity();
       ++tick;
       bool work = false;
@@ -108,7 +109,7 @@ class MemberRuntime {
     }
     bool complete = decode_errors_ == 0;
     for (auto& s : sends_) complete = complete && !s.failed;
-    for (auto& r : recvs_) complete = complete && !node_.peer_lost(r.src);
+    for (auto& r : recvs_) complete = complete && !node_.input_cut(r.edge);
     return complete;
   }
 
@@ -424,14 +425,16 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
   }
   std::atomic<bool> ok{true};
   std::vector<std::thread> threads;
-  for (auto& m : members) {
-    threads.emplace_back([&ok, mr = m.get()] {
+  for (uint32_t r = 0; r < members.size(); ++r) {
+    threads.emplace_back([&ok, mr = members[r].get(), node = nodes[r].get()] {
       if (!mr->run()) ok = false;
+      // Leave as soon as this member is done, as a launched process would: its last
+      // acknowledgements go out now (in spin mode nobody else would send them).
+      node->shutdown();
     });
   }
   for (auto& t : threads) t.join();
   members.clear();
-  for (auto& n : nodes) n->shutdown();
   if (opts.stats) {
     for (auto& n : nodes) print_stats(n->name(), *n, layout);
   }

@@ -41,6 +41,20 @@ TEST_P(Transport, SeedExampleThroughLauncherDeliversOneTwoThreeInOrder) {
   EXPECT_TRUE(lines_with_prefix(r.out, "[p1/0] ").empty()) << r.describe();
 }
 
+TEST_P(Transport, SeedExampleInSpinModeThroughLauncher) {
+  auto r = run_command({SLUICE_RUN_PATH, "-n", "p1=1", "-n", "p2=1", "--", SEED_SEND_PATH, flag(),
+                        "--sluice-progress=spin"});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_EQ(lines_with_prefix(r.out, "[p2/0] "), (std::vector<std::string>{"1", "2", "3"}))
+      << r.describe();
+}
+
+TEST_P(Transport, MillionsOfElementsInSpinModeEmbedded) {
+  auto r = run_command({STREAM_CHECK_PATH, "--count", "1000000", flag(), "--sluice-progress=spin"});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("stream_check: OK count=1000000"), std::string::npos) << r.describe();
+}
+
 TEST_P(Transport, MillionsOfElementsArriveOnceAndInOrderEmbedded) {
   auto r = run_command({STREAM_CHECK_PATH, "--count", "3000000", flag()});
   ASSERT_EQ(r.exit_code, 0) << r.describe();

@@ -13,12 +13,18 @@ namespace {
 
 using std::chrono::milliseconds;
 
-class NodeTest : public ::testing::TestWithParam<TransportKind> {
+struct Mode {
+  TransportKind kind;
+  ProgressMode progress;
+};
+
+class NodeTest : public ::testing::TestWithParam<Mode> {
  protected:
   // Creates `n` nodes of one job; `setup` declares channels before they connect.
   void make_job(uint32_t n, TransportOptions opts,
                 const std::function<void(uint32_t, Node&)>& setup, uint32_t job_size = 0) {
-    opts.kind = GetParam();
+    opts.kind = GetParam().kind;
+    opts.progress = GetParam().progress;
     job_size_ = job_size == 0 ? n : job_size;
     for (uint32_t r = 0; r < n; ++r) {
       auto node = Node::create(opts, r, job_size_, "test-job", "m" + std::to_string(r));
@@ -50,12 +56,18 @@ class NodeTest : public ::testing::TestWithParam<TransportKind> {
                   const std::function<bool()>& pred) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (!pred()) {
+      progress_all();
       uint64_t seen = node.activity();
       if (node.take(edge, got, 1024) > 0) continue;
       if (std::chrono::steady_clock::now() > deadline) return false;
       node.wait_activity(seen, milliseconds(50));
     }
     return true;
+  }
+
+  // Spin mode has no progress thread: the test drives every node it owns (no-op when adaptive).
+  void progress_all() {
+    for (auto& n : nodes_) n->progress();
   }
 
   uint32_t job_size_ = 0;
@@ -106,6 +118,7 @@ TEST_P(NodeTest, FramesArriveInOrderExactlyOnceAndCloseDrains) {
   rx.take(0, got, 1);  // acknowledges the close
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (!tx.outputs_drained() && std::chrono::steady_clock::now() < deadline) {
+    progress_all();
     uint64_t seen = tx.activity();
     tx.wait_activity(seen, milliseconds(50));
   }
@@ -171,6 +184,7 @@ TEST_P(NodeTest, SlowReceiverPushesBackOnTheSender) {
   std::vector<RxFrame> more;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (total < static_cast<size_t>(kFrames) && std::chrono::steady_clock::now() < deadline) {
+    progress_all();
     uint64_t seen = nodes_[1]->activity();
     size_t n = nodes_[1]->take(0, more, 1024);
     total += n;
@@ -236,12 +250,17 @@ class Rogue {
     p.address = reinterpret_cast<const ucp_address_t*>(addr.data());
     ASSERT_EQ(ucp_ep_create(worker_, &p, &ep_), UCS_OK);
   }
+  // Sends and waits for completion, driving `also` too (the receiving nodes in spin mode).
   void send(unsigned id, const void* header, size_t hlen, const void* data, size_t len) {
     ucp_request_param_t p{};
     auto r = ucp_am_send_nbx(ep_, id, header, hlen, data, len, &p);
-    while (UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS) progress();
+    while (UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS) {
+      progress();
+      if (also) also();
+    }
     if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
   }
+  std::function<void()> also;
   void progress() { ucp_worker_progress(worker_); }
 
  private:
@@ -259,7 +278,8 @@ TEST_P(NodeTest, MalformedFramesAreRejectedAndTheReceiverKeepsRunning) {
       n.expect_input(0, kRogue);
     }
   }, /*job_size=*/3);
-  Rogue rogue(GetParam());
+  Rogue rogue(GetParam().kind);
+  rogue.also = [this] { progress_all(); };
   connect_all(table({rogue.address()}));
   rogue.connect(nodes_[1]->worker_address());
   Node& rx = *nodes_[1];
@@ -301,6 +321,7 @@ TEST_P(NodeTest, MalformedFramesAreRejectedAndTheReceiverKeepsRunning) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (rx.rejected_frames() < 7 && std::chrono::steady_clock::now() < deadline) {
     rogue.progress();
+    progress_all();
     uint64_t seen = rx.activity();
     rx.wait_activity(seen, milliseconds(10));
   }
@@ -324,7 +345,7 @@ TEST_P(NodeTest, SilentPeerIsLostAndTheBlockedSenderIsReleased) {
   opts.peer_timeout_ms = 500;
   opts.heartbeat_ms = 50;
   make_job(1, opts, [](uint32_t, Node& n) { n.declare_output(0, kSilent); }, /*job_size=*/2);
-  Rogue silent(GetParam());  // never answers: no heartbeats, no credit
+  Rogue silent(GetParam().kind);  // never answers: no heartbeats, no credit
   connect_all(table({silent.address()}));
   SendStatus last = SendStatus::kOk;
   std::atomic<bool> done{false};
@@ -345,9 +366,16 @@ TEST_P(NodeTest, SilentPeerIsLostAndTheBlockedSenderIsReleased) {
   EXPECT_TRUE(nodes_[0]->outputs_drained()) << "a lost peer owes no acknowledgement";
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, NodeTest,
-                         ::testing::Values(TransportKind::kShm, TransportKind::kTcp),
-                         [](const auto& param_info) { return std::string(to_string(param_info.param)); });
+INSTANTIATE_TEST_SUITE_P(
+    Transports, NodeTest,
+    ::testing::Values(Mode{TransportKind::kShm, ProgressMode::kAdaptive},
+                      Mode{TransportKind::kShm, ProgressMode::kSpin},
+                      Mode{TransportKind::kTcp, ProgressMode::kAdaptive},
+                      Mode{TransportKind::kTcp, ProgressMode::kSpin}),
+    [](const auto& param_info) {
+      return std::string(to_string(param_info.param.kind)) + "_" +
+             to_string(param_info.param.progress);
+    });
 
 TEST(NodeCreate, RdmaWithoutADeviceIsAClearError) {
   TransportOptions opts;

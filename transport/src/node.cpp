@@ -102,8 +102,11 @@ struct Node::Impl {
   std::atomic<bool> cmd_pending{false};
   std::atomic<bool> sleeping{false};
 
-  // ---- progress thread only ----
+  // ---- progress thread only (spin mode: the holder of progress_mu) ----
   std::thread progress;
+  std::mutex progress_mu;  // spin mode: serializes the runtime threads that drive progress
+  uint64_t last_timer_ns = 0;
+  uint64_t last_busy_ns = 0;
   std::atomic<bool> stop{false};
   bool connected = false;
   bool shut = false;
@@ -193,7 +196,7 @@ struct Node::Impl {
     if (eps[dst] == nullptr) return;
     {
       std::lock_guard lock(mu);
-      if (peers[dst].lost) return;  // never send into the void
+      if (peers[dst].lost || peers[dst].bye) return;  // never send into the void
       auto& st = peers[dst].stats;
       if (frame.kind() == FrameKind::kData) {
         ++st.frames_sent;
@@ -470,6 +473,11 @@ struct Node::Impl {
             lose_peer_locked(m.src, "it left without closing its channels");
           }
         }
+        for (auto& [k, out] : outs) {
+          if (k.peer == m.src && !out.acked) {
+            lose_peer_locked(m.src, "it left before acknowledging everything sent to it");
+          }
+        }
         break;
     }
     bump();
@@ -543,29 +551,40 @@ struct Node::Impl {
 
   int next_timer_ms() const { return std::max(1, opts.heartbeat_ms / 2); }
 
+  // One pass of the engine: queued commands, UCX progress, timers. Only the thread that owns
+  // progress calls it (the progress thread, or in spin mode whoever holds progress_mu).
+  bool step() {
+    bool busy = false;
+    if (cmd_pending.load(std::memory_order_acquire)) {
+      drain_commands();
+      busy = true;
+    }
+    while (ucp_worker_progress(worker.get()) != 0) busy = true;
+    uint64_t now = now_ns();
+    if (now - last_timer_ns >= static_cast<uint64_t>(next_timer_ms()) * 1000000u) {
+      timers();
+      last_timer_ns = now;
+    }
+    if (busy) last_busy_ns = now;
+    return busy;
+  }
+
+  // Spin mode: the runtime's own threads drive progress, one at a time, with no thread handoff
+  // on the data path. Returns false if another thread is progressing right now.
+  bool step_inline() {
+    std::unique_lock lock(progress_mu, std::try_to_lock);
+    if (!lock.owns_lock() || !connected || shut) return false;
+    step();
+    return true;
+  }
+
+  // Adaptive mode: a dedicated thread spins while busy, then sleeps on the worker's event fd.
   void run_progress() {
-    uint64_t last_busy = now_ns();
-    uint64_t last_timer = 0;
     const uint64_t spin_ns = static_cast<uint64_t>(opts.spin_us) * 1000u;
-    const uint64_t timer_ns = static_cast<uint64_t>(next_timer_ms()) * 1000000u;
+    last_busy_ns = now_ns();
     while (!stop.load(std::memory_order_acquire)) {
-      bool busy = false;
-      if (cmd_pending.load(std::memory_order_acquire)) {
-        drain_commands();
-        busy = true;
-      }
-      while (ucp_worker_progress(worker.get()) != 0) busy = true;
-      uint64_t now = now_ns();
-      if (now - last_timer >= timer_ns) {
-        timers();
-        last_timer = now;
-      }
-      if (busy) {
-        last_busy = now;
-        continue;
-      }
-      if (opts.progress == ProgressMode::kSpin) continue;
-      if (now - last_busy < spin_ns) continue;
+      if (step()) continue;
+      if (now_ns() - last_busy_ns < spin_ns) continue;
       // Idle: arm the worker and sleep on its event fd, our wake fd and watched fds.
       sleeping.store(true, std::memory_order_seq_cst);
       if (cmd_pending.load(std::memory_order_seq_cst)) {
@@ -579,7 +598,7 @@ struct Node::Impl {
       }
       poll_fds(next_timer_ms());
       sleeping.store(false, std::memory_order_seq_cst);
-      last_busy = now_ns();
+      last_busy_ns = now_ns();
     }
     finish_on_progress_thread();
   }
@@ -600,12 +619,20 @@ struct Node::Impl {
     auto pending_to_live = [&] {
       std::lock_guard lock(mu);
       for (uint32_t r = 0; r < job_size; ++r) {
-        if (outstanding[r] > 0 && !peers[r].lost) return true;
+        if (outstanding[r] > 0 && !peers[r].lost && !peers[r].bye) return true;
       }
       return false;
     };
     auto deadline = Clock::now() + std::chrono::seconds(2);
     while (pending_to_live() && Clock::now() < deadline) ucp_worker_progress(worker.get());
+    if (pending_to_live()) {
+      for (uint32_t r = 0; r < job_size; ++r) {
+        if (outstanding[r] > 0) {
+          SLUICE_LOG_WARN("%llu sends to %s did not complete within 2 s of shutdown",
+                          static_cast<unsigned long long>(outstanding[r]), peer_names[r].c_str());
+        }
+      }
+    }
     for (uint32_t r = 0; r < job_size; ++r) record_lanes(r);
     std::vector<ucs_status_ptr_t> closing;
     for (uint32_t r = 0; r < job_size; ++r) {
@@ -745,10 +772,8 @@ Result<std::unique_ptr<Node>> Node::create(const TransportOptions& opts, uint32_
 
 Node::~Node() {
   shutdown();
-  if (impl_->wake_fd >= 0) ::close(impl_->wake_fd);
-  if (impl_->epoll_fd >= 0) ::close(impl_->epoll_fd);
-  // Frames still held by the runtime must have been dropped before the node dies; channels'
-  // queued frames are released here, after the progress thread stopped (no concurrency left).
+  // The progress thread has stopped: this thread may touch UCX now. Release what we hold, then
+  // destroy the worker while Impl is whole (UCX completes purged sends through send_done).
   for (auto& [k, in] : impl_->ins) {
     for (auto& f : in.ready) {
       if (f.ucx_data_ != nullptr) ucp_am_data_release(impl_->worker.get(), f.ucx_data_);
@@ -760,8 +785,15 @@ Node::~Node() {
     for (auto& a : q) {
       if (a->ucx_data != nullptr) ucp_am_data_release(impl_->worker.get(), a->ucx_data);
     }
+    q.clear();
   }
-  impl_->arrivals.clear();
+  for (auto& c : impl_->commands) {
+    if (c.kind == Impl::Command::kRelease) ucp_am_data_release(impl_->worker.get(), c.ucx_data);
+  }
+  impl_->commands.clear();
+  impl_->worker = detail::UcpWorker();
+  if (impl_->wake_fd >= 0) ::close(impl_->wake_fd);
+  if (impl_->epoll_fd >= 0) ::close(impl_->epoll_fd);
 }
 
 uint32_t Node::rank() const { return impl_->self; }
@@ -823,7 +855,9 @@ Status Node::connect(const std::vector<PeerInfo>& peers) {
     m.hostname = host;
     im.post_control(m);
   }
-  im.progress = std::thread([this] { impl_->run_progress(); });
+  if (im.opts.progress == ProgressMode::kAdaptive) {
+    im.progress = std::thread([this] { impl_->run_progress(); });
+  }
   return {};
 }
 
@@ -839,9 +873,19 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
     uint64_t need = bytes + 128;
     auto blocked_from = Clock::now();
     bool blocked = false;
-    while (!im.peers[dst].lost && !im.stop.load() && out.in_flight > 0 &&
+    // Wait while the frame does not fit, but never once a quarter window or less is in flight:
+    // the receiver returns credit in quarter-window steps, so waiting then could last forever
+    // (a frame larger than the window would never go). In flight stays below
+    // window/4 + one frame.
+    while (!im.peers[dst].lost && !im.stop.load() && out.in_flight > im.opts.window_bytes / 4 &&
            out.in_flight + need > im.opts.window_bytes) {
       blocked = true;
+      if (im.opts.progress == ProgressMode::kSpin) {
+        lock.unlock();
+        if (!im.step_inline()) sched_yield();
+        lock.lock();
+        continue;
+      }
       ++im.waiters;
       im.cv.wait_for(lock, std::chrono::milliseconds(50));
       --im.waiters;
@@ -866,6 +910,7 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
   c.dst = dst;
   c.frame = std::move(f);
   im.post(std::move(c));
+  if (im.opts.progress == ProgressMode::kSpin) im.step_inline();
   return SendStatus::kOk;
 }
 
@@ -922,6 +967,16 @@ size_t Node::take(uint32_t edge, std::vector<RxFrame>& out, size_t max_frames) {
   return n;
 }
 
+bool Node::input_cut(uint32_t edge) const {
+  auto& im = *impl_;
+  std::lock_guard lock(im.mu);
+  for (auto it = im.ins.lower_bound({edge, 0}); it != im.ins.end() && it->first.edge == edge;
+       ++it) {
+    if (!Impl::channel_closed(it->second)) return true;
+  }
+  return false;
+}
+
 bool Node::input_finished(uint32_t edge) const {
   auto& im = *impl_;
   std::lock_guard lock(im.mu);
@@ -929,7 +984,9 @@ bool Node::input_finished(uint32_t edge) const {
        ++it) {
     const auto& in = it->second;
     if (!in.ready.empty()) return false;
-    bool ended = Impl::channel_closed(in) || in.broken || im.peers[it->first.peer].lost;
+    // A closed channel counts as finished only once take() has acknowledged it: the sender
+    // waits for that CloseAck before it exits.
+    bool ended = in.close_acked || in.broken || im.peers[it->first.peer].lost;
     if (!ended) return false;
   }
   return true;
@@ -950,7 +1007,8 @@ void Node::release(RxFrame& f) {
     auto it = im.ins.find({f.view_.edge, f.view_.src});
     if (it != im.ins.end() && !im.peers[f.view_.src].lost) {
       it->second.consumed += f.wire_bytes_;
-      if (it->second.consumed >= im.opts.window_bytes / 4 || Impl::channel_closed(it->second)) {
+      // A closed channel's sender sends nothing more: it needs no credit.
+      if (it->second.consumed >= im.opts.window_bytes / 4 && !Impl::channel_closed(it->second)) {
         bytes = std::exchange(it->second.consumed, 0);
         credit = true;
       }
@@ -971,8 +1029,9 @@ bool Node::wait_activity(uint64_t seen, std::chrono::microseconds timeout) {
   auto deadline = Clock::now() + timeout;
   if (im.opts.progress == ProgressMode::kSpin) {
     while (im.activity.load(std::memory_order_acquire) == seen) {
+      if (!im.step_inline()) sched_yield();
+      if (im.activity.load(std::memory_order_acquire) != seen) break;
       if (Clock::now() >= deadline) return false;
-      sched_yield();
     }
     return true;
   }
@@ -999,7 +1058,10 @@ bool Node::peer_lost(uint32_t rank) const {
 void Node::shutdown() {
   auto& im = *impl_;
   if (im.shut) return;
-  im.shut = true;
+  {
+    std::lock_guard lock(im.progress_mu);  // spin mode: no runtime thread is mid-step after this
+    im.shut = true;
+  }
   im.stop.store(true, std::memory_order_release);
   {
     std::lock_guard lock(im.mu);
@@ -1008,6 +1070,14 @@ void Node::shutdown() {
   uint64_t one = 1;
   [[maybe_unused]] auto n = ::write(im.wake_fd, &one, sizeof one);
   if (im.progress.joinable()) im.progress.join();
+  if (im.opts.progress == ProgressMode::kSpin && im.connected) {
+    std::lock_guard lock(im.progress_mu);
+    im.finish_on_progress_thread();
+  }
+}
+
+void Node::progress() {
+  if (impl_->opts.progress == ProgressMode::kSpin) impl_->step_inline();
 }
 
 std::vector<PeerStats> Node::stats() const {

@@ -91,8 +91,9 @@ Result<UcpWorker> UcpWorker::create(const UcpContext& ctx) {
   ucp_worker_params_t params{};
   params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE | UCP_WORKER_PARAM_FIELD_AM_ALIGNMENT;
   // One thread at a time touches the worker (the progress thread; the owner before it starts and
-  // after it stops), so no UCX locking is needed.
-  params.thread_mode = UCS_THREAD_MODE_SINGLE;
+  // after it stops; in spin mode the runtime threads, serialized by the node), so UCX needs no
+  // locks of its own.
+  params.thread_mode = UCS_THREAD_MODE_SERIALIZED;
   // Frames are FlatBuffers with 8-byte scalars; aligned descriptors let us read them in place.
   params.am_alignment = 8;
   UcpWorker out;

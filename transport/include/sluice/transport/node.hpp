@@ -9,7 +9,10 @@
 // end with what arrived (a prefix) and sends to it return kPeerLost instead of blocking.
 //
 // Threads: create/expect/declare/connect/shutdown from the owner's thread; send/close/take/wait
-// from one runtime thread; everything that touches UCX runs on the progress thread.
+// from one runtime thread; everything that touches UCX runs on the progress thread. In spin
+// mode there is no progress thread: the runtime's thread drives progress itself (in progress(),
+// wait_activity() and send_data(), serialized by a mutex), so the data path has no thread
+// handoff; the owner must then call progress() regularly, even while it has work.
 #pragma once
 
 #include <chrono>
@@ -106,12 +109,18 @@ class Node {
   size_t take(uint32_t edge, std::vector<RxFrame>& out, size_t max_frames);
   // True when every channel into `edge` was closed and drained, or its sender lost.
   bool input_finished(uint32_t edge) const;
+  // True when some channel into `edge` ended without its sender's Close (sender lost, or a
+  // sequence gap): what arrived is a prefix.
+  bool input_cut(uint32_t edge) const;
 
   // Activity: a counter bumped by every frame, credit, close or failure. Read it, look for work,
   // then wait with what was read: nothing that happens in between is missed. Spins (yielding)
   // in spin mode. Returns true if the counter moved.
   uint64_t activity() const;
   bool wait_activity(uint64_t seen, std::chrono::microseconds timeout);
+
+  // Spin mode: one pass of the progress engine on the calling thread. No-op in adaptive mode.
+  void progress();
 
   // Marks a peer lost from outside (e.g. the launcher reported its exit).
   void mark_peer_lost(uint32_t rank, const std::string& reason);
