@@ -32,7 +32,7 @@ void BM_Int64BatchEncode(benchmark::State& state) {
   auto codec = sluice::detail::make_edge_codec<int64_t>();
   std::vector<uint8_t> out(codec.encoded_size(*batch));
   for (auto _ : state) {
-    uint8_t* end = codec.encode(*batch, out.data());
+    uint8_t* end = codec.encode(*batch, out.data(), nullptr);
     benchmark::DoNotOptimize(end);
     benchmark::ClobberMemory();
   }
@@ -48,9 +48,9 @@ void BM_Int64BatchDecode(benchmark::State& state) {
   auto batch = make_batch(std::move(v));
   auto codec = sluice::detail::make_edge_codec<int64_t>();
   std::vector<uint8_t> wire(codec.encoded_size(*batch));
-  codec.encode(*batch, wire.data());
+  codec.encode(*batch, wire.data(), nullptr);
   for (auto _ : state) {
-    auto r = codec.decode(wire, static_cast<uint32_t>(n));
+    auto r = codec.decode(wire, static_cast<uint32_t>(n), nullptr);
     benchmark::DoNotOptimize(r);
   }
   state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(n));
@@ -66,7 +66,7 @@ void BM_BytesBatchEncode(benchmark::State& state) {
   auto codec = sluice::detail::make_edge_codec<std::vector<uint8_t>>();
   std::vector<uint8_t> out(codec.encoded_size(*batch));
   for (auto _ : state) {
-    uint8_t* end = codec.encode(*batch, out.data());
+    uint8_t* end = codec.encode(*batch, out.data(), nullptr);
     benchmark::DoNotOptimize(end);
     benchmark::ClobberMemory();
   }
@@ -81,9 +81,9 @@ void BM_BytesBatchDecode(benchmark::State& state) {
   auto batch = make_batch(std::vector<std::vector<uint8_t>>(n, std::vector<uint8_t>(size, 7)));
   auto codec = sluice::detail::make_edge_codec<std::vector<uint8_t>>();
   std::vector<uint8_t> wire(codec.encoded_size(*batch));
-  codec.encode(*batch, wire.data());
+  codec.encode(*batch, wire.data(), nullptr);
   for (auto _ : state) {
-    auto r = codec.decode(wire, static_cast<uint32_t>(n));
+    auto r = codec.decode(wire, static_cast<uint32_t>(n), nullptr);
     benchmark::DoNotOptimize(r);
   }
   state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(n));

@@ -12,6 +12,9 @@
 //
 //   RESULT type=int64 size=8 count=N seconds=S elements_per_s=E gbytes_per_s=G
 //
+// With `--type shared` the elements are sluice::Bytes taken from 8 buffers the sender already
+// holds (no fill per element), and the receiver reads them in the frames they arrived in.
+//
 // (G counts element payload only, 1 GB = 1e9 bytes) and exits 1 when an element was missing,
 // out of order or malformed. Flags of the program itself are read before run(), which strips the
 // --sluice-* ones; the rest of argv is left as it is.
@@ -33,6 +36,7 @@ struct P2 {};
 
 struct Options {
   bool bytes = false;
+  bool shared = false;  // sluice::Bytes (zero-copy at the receiver) instead of std::vector
   size_t size = 8;
   int64_t count = 20'000'000;
 };
@@ -66,7 +70,7 @@ Checker g_check;
 
 void usage(const char* prog) {
   std::fprintf(stderr,
-               "usage: %s [--type int64|bytes] [--size BYTES] [--count N] [--sluice-* ...]\n",
+               "usage: %s [--type int64|bytes|shared] [--size BYTES] [--count N] [--sluice-* ...]\n",
                prog);
 }
 
@@ -92,8 +96,11 @@ bool parse(int argc, char** argv, Options& o) {
         o.bytes = false;
       } else if (std::strcmp(v, "bytes") == 0) {
         o.bytes = true;
+      } else if (std::strcmp(v, "shared") == 0) {
+        o.bytes = true;
+        o.shared = true;
       } else {
-        std::fprintf(stderr, "sluice_throughput: --type: expected int64 or bytes, got '%s'\n", v);
+        std::fprintf(stderr, "sluice_throughput: --type: expected int64, bytes or shared, got '%s'\n", v);
         return false;
       }
     } else if (a == "--size" || a == "--count") {
@@ -140,7 +147,29 @@ int main(int argc, char** argv) {
   auto p1 = flow.process<P1>("p1");
   auto p2 = flow.process<P2>("p2");
   auto indices = p1.source_iter(std::views::iota(int64_t{0}, o.count));
-  if (o.bytes) {
+  if (o.shared) {
+    // sluice::Bytes: the sender's data already exists (8 buffers, element i is buffer i % 8, as
+    // a user sending from memory it holds), so the map only shares it; the receiver's elements
+    // point into the frames they arrived in.
+    const size_t size = o.size;
+    std::vector<sluice::Bytes> buffers;
+    for (int k = 0; k < 8; ++k) {
+      buffers.emplace_back(std::vector<uint8_t>(size, static_cast<uint8_t>(k)));
+    }
+    indices.map([buffers](const int64_t& i) { return buffers[static_cast<size_t>(i % 8)]; })
+        .send(p2)
+        .for_each([size](const sluice::Bytes& v) {
+          Checker& c = g_check;
+          c.mark();
+          const auto want = static_cast<uint8_t>(c.seen % 8);
+          if (v.size() != size) {
+            c.bad("wrong size", static_cast<int64_t>(v.size()));
+          } else if (v[0] != want || v[size - 1] != want) {
+            c.bad("wrong byte pattern", v[0]);
+          }
+          ++c.seen;
+        });
+  } else if (o.bytes) {
     const size_t size = o.size;
     indices
         .map([size](const int64_t& i) {
@@ -179,7 +208,7 @@ int main(int argc, char** argv) {
   double gbps = rate * static_cast<double>(o.size) / 1e9;
   std::printf("RESULT type=%s size=%zu count=%" PRId64 " seconds=%.6f elements_per_s=%.6g "
               "gbytes_per_s=%.6g\n",
-              o.bytes ? "bytes" : "int64", o.size, c.seen, seconds, rate, gbps);
+              o.shared ? "shared" : (o.bytes ? "bytes" : "int64"), o.size, c.seen, seconds, rate, gbps);
   std::fflush(stdout);
   if (c.seen != o.count || c.errors != 0) {
     std::fprintf(stderr, "sluice_throughput: FAILED: received %" PRId64 " of %" PRId64

@@ -82,7 +82,7 @@ class MemberRuntime {
         rx_.clear();
         node_.take(r.edge, rx_, 64);
         for (auto& f : rx_) {
-          auto b = r.codec->decode(f.elements(), f.count());
+          auto b = r.codec->decode(f.elements(), f.count(), f.share());
           if (!b) {
             ++decode_errors_;
             SLUICE_LOG_ERROR("edge %u: dropped a frame from rank %u: %s", r.edge, f.src(),
@@ -268,10 +268,24 @@ class MemberRuntime {
           i = j;
           continue;
         }
-        auto st = node_.send_data(s.edge, s.dst, tick, static_cast<uint32_t>(count), bytes,
-                                  [&](uint8_t* p) {
-                                    for (size_t k = i; k < j; ++k) p = s.codec->encode(*s.pending[k], p);
-                                  });
+        // Large payloads (e.g. Bytes) are left as holes and sent from their own memory; the
+        // batches stay alive with the frame until UCX is done with them.
+        struct Holes final : ZeroCopySink {
+          std::vector<transport::FrameHole>* out = nullptr;
+          void add(uint8_t* at, const uint8_t* src, size_t n) override {
+            out->push_back({at, src, n});
+          }
+        };
+        auto keep = std::make_shared<std::vector<ir::AnyBatch>>(s.pending.begin() + static_cast<long>(i),
+                                                                s.pending.begin() + static_cast<long>(j));
+        auto st = node_.send_data(
+            s.edge, s.dst, tick, static_cast<uint32_t>(count), bytes,
+            [&](uint8_t* p, std::vector<transport::FrameHole>& holes) {
+              Holes sink;
+              sink.out = &holes;
+              for (size_t k = i; k < j; ++k) p = s.codec->encode(*s.pending[k], p, &sink);
+            },
+            keep);
         if (st != transport::SendStatus::kOk) {
           SLUICE_LOG_ERROR("edge %u: sending to rank %u failed (%s); this channel stops here",
                            s.edge, s.dst,

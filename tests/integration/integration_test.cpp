@@ -75,6 +75,17 @@ TEST_P(Transport, MegabyteElementsArriveIntactThroughLauncher) {
   EXPECT_NE(r.out.find("[p2/0] stream_check: OK count=200"), std::string::npos) << r.describe();
 }
 
+TEST_P(Transport, MegabyteZeroCopyBytesArriveIntactThroughLauncher) {
+  for (const char* progress : {"adaptive", "spin"}) {
+    auto r = run_command({SLUICE_RUN_PATH, "-n", "p1=1", "-n", "p2=1", "--", STREAM_CHECK_PATH,
+                          "--count", "200", "--size", "1048576", "--shared", "1", flag(),
+                          std::string("--sluice-progress=") + progress});
+    ASSERT_EQ(r.exit_code, 0) << progress << ": " << r.describe();
+    EXPECT_NE(r.out.find("[p2/0] stream_check: OK count=200"), std::string::npos)
+        << progress << ": " << r.describe();
+  }
+}
+
 TEST_P(Transport, SlowConsumerIsBoundedByTheWindowAndLosesNothing) {
   // A 64 KiB window against 16 MiB of data: the sender must wait for credit many times.
   auto r = run_command({STREAM_CHECK_PATH, "--count", "2000000", "--sluice-window=64k",

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   size_t size = 0;  // 0: int64 elements
   int64_t ready_after = -1;
   std::string ready_file;
+  bool shared = false;  // sluice::Bytes elements (zero-copy) instead of std::vector
   // Our own flags; --sluice-* ones are left for run().
   for (int i = 1; i + 1 < argc; ++i) {
     std::string a = argv[i];
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
     if (a == "--size") size = std::strtoull(argv[i + 1], nullptr, 10);
     if (a == "--ready-after") ready_after = std::strtoll(argv[i + 1], nullptr, 10);
     if (a == "--ready-file") ready_file = argv[i + 1];
+    if (a == "--shared") shared = std::strcmp(argv[i + 1], "1") == 0;
   }
   FlowBuilder flow;
   auto p1 = flow.process<struct P1>("p1");
@@ -50,7 +52,21 @@ int main(int argc, char** argv) {
     }
   };
   auto source = p1.source_iter(std::views::iota(int64_t{0}, count));
-  if (size == 0) {
+  if (size != 0 && shared) {
+    source
+        .map([size](int64_t x) {
+          std::vector<uint8_t> v(size, static_cast<uint8_t>(x));
+          std::memcpy(v.data(), &x, sizeof x);
+          return Bytes(std::move(v));
+        })
+        .send(p2)
+        .for_each([&, size](const Bytes& v) {
+          int64_t x = -1;
+          if (v.size() == size) std::memcpy(&x, v.data(), sizeof x);
+          if (v.size() != size || v[size - 1] != static_cast<uint8_t>(x)) x = -1;
+          check(x);
+        });
+  } else if (size == 0) {
     source.map([](int64_t x) { return x; }).send(p2).for_each(check);
   } else {
     source

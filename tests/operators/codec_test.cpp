@@ -94,11 +94,11 @@ TEST(EdgeCodec, BatchRoundTripsAndRejectsMismatchedCounts) {
   ir::Batch<int64_t> b;
   b.items = {5, 6, 7};
   std::vector<uint8_t> buf(codec.encoded_size(b));
-  codec.encode(b, buf.data());
-  auto ok = codec.decode(buf, 3);
+  codec.encode(b, buf.data(), nullptr);
+  auto ok = codec.decode(buf, 3, nullptr);
   ASSERT_TRUE(ok) << ok.error();
   EXPECT_EQ(ir::items_of<int64_t>(*ok), (std::vector<int64_t>{5, 6, 7}));
-  auto bad = codec.decode(buf, 4);
+  auto bad = codec.decode(buf, 4, nullptr);
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().find("4 elements"), std::string::npos) << bad.error();
 
@@ -106,13 +106,58 @@ TEST(EdgeCodec, BatchRoundTripsAndRejectsMismatchedCounts) {
   ir::Batch<std::string> sb;
   sb.items = {"a", "bb"};
   std::vector<uint8_t> sbuf(scodec.encoded_size(sb));
-  scodec.encode(sb, sbuf.data());
-  EXPECT_TRUE(scodec.decode(sbuf, 2));
-  auto extra = scodec.decode(sbuf, 1);
+  scodec.encode(sb, sbuf.data(), nullptr);
+  EXPECT_TRUE(scodec.decode(sbuf, 2, nullptr));
+  auto extra = scodec.decode(sbuf, 1, nullptr);
   ASSERT_FALSE(extra);
   EXPECT_NE(extra.error().find("left over"), std::string::npos) << extra.error();
-  auto lying = scodec.decode(sbuf, 1000000000);
+  auto lying = scodec.decode(sbuf, 1000000000, nullptr);
   ASSERT_FALSE(lying);
+}
+
+}  // namespace
+}  // namespace sluice
+
+namespace sluice {
+namespace {
+
+TEST(BytesCodec, DecodingWithAnOwnerPointsIntoTheBufferWithoutCopying) {
+  Bytes b(std::vector<uint8_t>(100000, 3));
+  auto wire = std::make_shared<std::vector<uint8_t>>(Codec<Bytes>::size(b));
+  Codec<Bytes>::encode(b, wire->data());
+  Reader in(*wire, wire);
+  Bytes out;
+  ASSERT_TRUE(Codec<Bytes>::decode(in, out)) << in.error();
+  EXPECT_EQ(out, b);
+  EXPECT_EQ(out.data(), wire->data() + 8) << "zero-copy: the element points into the frame";
+  std::weak_ptr<std::vector<uint8_t>> watch = wire;
+  wire.reset();
+  in = Reader({});
+  EXPECT_FALSE(watch.expired()) << "the element keeps the frame memory alive";
+  EXPECT_EQ(out[99999], 3);
+  out = Bytes();
+  EXPECT_TRUE(watch.expired());
+}
+
+TEST(BytesCodec, DecodingWithoutAnOwnerCopies) {
+  Bytes b(std::vector<uint8_t>{1, 2, 3});
+  std::vector<uint8_t> wire(Codec<Bytes>::size(b));
+  Codec<Bytes>::encode(b, wire.data());
+  Reader in(wire);
+  Bytes out;
+  ASSERT_TRUE(Codec<Bytes>::decode(in, out));
+  EXPECT_EQ(out, b);
+  EXPECT_NE(out.data(), wire.data() + 8);
+}
+
+TEST(BytesCodec, LyingLengthIsRejected) {
+  std::vector<uint8_t> wire(16, 0);
+  uint64_t n = 1000;
+  std::memcpy(wire.data(), &n, 8);
+  Reader in(wire);
+  Bytes out;
+  EXPECT_FALSE(Codec<Bytes>::decode(in, out));
+  EXPECT_NE(in.error().find("exceeds"), std::string::npos) << in.error();
 }
 
 }  // namespace

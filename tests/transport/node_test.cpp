@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <ucp/api/ucp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -143,6 +144,47 @@ TEST_P(NodeTest, LargeFramesUseRendezvousAndArriveIntact) {
     ASSERT_EQ(got[i].count(), kCount);
     EXPECT_EQ(value_at(got[i], 0), i);
     EXPECT_EQ(value_at(got[i], kCount - 1), i + kCount - 1);
+  }
+}
+
+TEST_P(NodeTest, GatherFramesSendHolesFromTheirSourceAndArriveContiguous) {
+  make_job(2, {}, [](uint32_t r, Node& n) {
+    if (r == 0) n.declare_output(0, 1);
+    if (r == 1) n.expect_input(0, 0);
+  });
+  connect_all(table());
+  // Two payloads that never get copied into the frame, between small inline parts; one large
+  // enough for rendezvous, one small enough to go eagerly.
+  for (size_t payload : {size_t{256} * 1024, size_t{3000}}) {
+    auto a = std::make_shared<std::vector<uint8_t>>(payload, 0xaa);
+    auto b = std::make_shared<std::vector<uint8_t>>(payload, 0xbb);
+    auto keep = std::make_shared<std::pair<decltype(a), decltype(b)>>(a, b);
+    size_t bytes = 8 + payload + 8 + payload + 8;
+    ASSERT_EQ(nodes_[0]->send_data(0, 1, 1, 2, bytes,
+                                   [&](uint8_t* p, std::vector<FrameHole>& holes) {
+                                     std::memset(p, 0x11, 8);
+                                     holes.push_back({p + 8, a->data(), payload});
+                                     std::memset(p + 8 + payload, 0x22, 8);
+                                     holes.push_back({p + 16 + payload, b->data(), payload});
+                                     std::memset(p + 16 + 2 * payload, 0x33, 8);
+                                   },
+                                   keep),
+              SendStatus::kOk);
+    keep.reset();  // the node keeps the sources alive until the send completes
+    a.reset();
+    b.reset();
+    std::vector<RxFrame> got;
+    ASSERT_TRUE(take_until(*nodes_[1], 0, got, [&] { return !got.empty(); }));
+    auto e = got[0].elements();
+    ASSERT_EQ(e.size(), bytes);
+    EXPECT_EQ(e[0], 0x11);
+    EXPECT_EQ(e[8], 0xaa);
+    EXPECT_EQ(e[7 + payload], 0xaa);
+    EXPECT_EQ(e[8 + payload], 0x22);
+    EXPECT_EQ(e[16 + payload], 0xbb);
+    EXPECT_EQ(e[15 + 2 * payload], 0xbb);
+    EXPECT_EQ(e[16 + 2 * payload], 0x33);
+    EXPECT_EQ(static_cast<size_t>(std::count(e.begin(), e.end(), uint8_t{0xaa})), payload);
   }
 }
 

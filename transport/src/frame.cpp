@@ -9,13 +9,22 @@
 namespace sluice::transport {
 namespace {
 
+// FlatBuffers builders draw from the buffer pool, so a tick's large frame reuses the memory of
+// an earlier one instead of faulting in fresh pages.
+class PoolAllocator final : public flatbuffers::Allocator {
+ public:
+  uint8_t* allocate(size_t size) override { return pool_allocate(size).release(); }
+  void deallocate(uint8_t* p, size_t size) override { PooledBuffer(p, pool_deleter_for(size)); }
+};
+
+PoolAllocator g_pool_allocator;  // stateless
+
 OwnedFrame own(flatbuffers::FlatBufferBuilder& fbb, FrameKind kind) {
   size_t size = 0;
   size_t offset = 0;
   uint8_t* raw = fbb.ReleaseRaw(size, offset);
-  std::unique_ptr<uint8_t[], void (*)(uint8_t*)> mem(raw, [](uint8_t* p) { delete[] p; });
   // ReleaseRaw reports the allocation's size; the buffer occupies its tail from `offset`.
-  return OwnedFrame(std::move(mem), raw + offset, size - offset, kind);
+  return OwnedFrame(PooledBuffer(raw, pool_deleter_for(size)), raw + offset, size - offset, kind);
 }
 
 // The verifier reads scalars in place; FlatBuffers aligns them within the buffer, so the buffer
@@ -70,9 +79,16 @@ Result<FrameHeader> decode_frame_header(std::span<const uint8_t> header) {
   return h;
 }
 
-OwnedFrame::OwnedFrame(std::unique_ptr<uint8_t[], void (*)(uint8_t*)> mem, const uint8_t* data,
-                       size_t size, FrameKind kind)
+OwnedFrame::OwnedFrame(PooledBuffer mem, const uint8_t* data, size_t size, FrameKind kind)
     : mem_(std::move(mem)), data_(data), size_(size), kind_(kind) {}
+
+std::vector<uint8_t> OwnedFrame::gathered() const {
+  std::vector<uint8_t> out(data_, data_ + size_);
+  for (const auto& h : holes_) {
+    std::memcpy(out.data() + (h.at - data_), h.src, h.size);
+  }
+  return out;
+}
 
 struct DataFrameBuilder::Impl {
   std::optional<flatbuffers::FlatBufferBuilder> fbb;  // sized once the element bytes are known
@@ -93,7 +109,7 @@ uint8_t* DataFrameBuilder::reserve_elements(uint32_t count, size_t bytes) {
   impl_->reserved = true;
   impl_->count = count;
   // Size the builder once so it never reallocates (and copies the elements) while we finish.
-  impl_->fbb.emplace(bytes + 256);
+  impl_->fbb.emplace(bytes + 256, &g_pool_allocator);
   impl_->fbb->ForceVectorAlignment(bytes, 1, 8);
   uint8_t* p = nullptr;
   impl_->elements = impl_->fbb->CreateUninitializedVector(bytes, 1, &p);
@@ -148,7 +164,7 @@ Result<DataFrameView> decode_data_frame(std::span<const uint8_t> frame, const Fr
 }
 
 OwnedFrame encode_control(const ControlMsg& msg) {
-  flatbuffers::FlatBufferBuilder fbb(128);
+  flatbuffers::FlatBufferBuilder fbb(128, &g_pool_allocator);
   flatbuffers::Offset<void> body;
   wire::ControlBody type = wire::ControlBody::NONE;
   switch (msg.kind) {

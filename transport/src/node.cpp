@@ -117,7 +117,7 @@ struct Node::Impl {
     bool ready = false;
     bool failed = false;
     void* ucx_data = nullptr;
-    std::unique_ptr<uint8_t[]> heap;
+    PooledBuffer heap;
     const uint8_t* data = nullptr;
     size_t length = 0;
   };
@@ -190,6 +190,7 @@ struct Node::Impl {
     uint32_t dst;
     FrameHeader header;
     OwnedFrame frame;
+    std::vector<ucp_dt_iov_t> iov;  // gather frames: the pieces, in order
   };
 
   void do_send(uint32_t dst, OwnedFrame frame) {
@@ -203,7 +204,7 @@ struct Node::Impl {
         st.bytes_sent += frame.bytes().size();
       }
     }
-    auto* op = new SendOp{this, dst, frame.header(self), std::move(frame)};
+    auto* op = new SendOp{this, dst, frame.header(self), std::move(frame), {}};
     ucp_request_param_t param{};
     param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                          UCP_OP_ATTR_FIELD_MEMORY_TYPE;
@@ -212,8 +213,25 @@ struct Node::Impl {
     param.memory_type = UCS_MEMORY_TYPE_HOST;
     auto bytes = op->frame.bytes();
     unsigned id = op->frame.kind() == FrameKind::kData ? kAmData : kAmControl;
-    ucs_status_ptr_t r = ucp_am_send_nbx(eps[dst], id, &op->header, sizeof op->header,
-                                         bytes.data(), bytes.size(), &param);
+    const void* buffer = bytes.data();
+    size_t count = bytes.size();
+    if (!op->frame.holes().empty()) {
+      // Frame pieces between the holes, and the holes' sources: UCX sends them as one message.
+      const uint8_t* at = bytes.data();
+      for (const auto& h : op->frame.holes()) {
+        if (h.at > at) op->iov.push_back({const_cast<uint8_t*>(at), static_cast<size_t>(h.at - at)});
+        op->iov.push_back({const_cast<uint8_t*>(h.src), h.size});
+        at = h.at + h.size;
+      }
+      const uint8_t* end = bytes.data() + bytes.size();
+      if (end > at) op->iov.push_back({const_cast<uint8_t*>(at), static_cast<size_t>(end - at)});
+      param.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
+      param.datatype = ucp_dt_make_iov();
+      buffer = op->iov.data();
+      count = op->iov.size();
+    }
+    ucs_status_ptr_t r = ucp_am_send_nbx(eps[dst], id, &op->header, sizeof op->header, buffer,
+                                         count, &param);
     last_tx_ns[dst] = now_ns();
     if (r == nullptr) {
       delete op;
@@ -300,7 +318,7 @@ struct Node::Impl {
     a->length = length;
     ucs_status_t ret = UCS_OK;
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
-      a->heap.reset(new uint8_t[length]);  // operator new[] is 16-aligned
+      a->heap = pool_allocate(length);
       a->data = a->heap.get();
       ucp_request_param_t p{};
       p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
@@ -324,7 +342,7 @@ struct Node::Impl {
       ret = UCS_INPROGRESS;
     } else {
       // Transient or misaligned data: copy into an aligned buffer.
-      a->heap.reset(new uint8_t[length]);  // operator new[] is 16-aligned
+      a->heap = pool_allocate(length);
       std::memcpy(a->heap.get(), data, length);
       a->data = a->heap.get();
       a->ready = true;
@@ -700,10 +718,16 @@ RxFrame& RxFrame::operator=(RxFrame&& o) noexcept {
     node_ = std::exchange(o.node_, nullptr);
     ucx_data_ = std::exchange(o.ucx_data_, nullptr);
     heap_ = std::move(o.heap_);
+    shared_ = std::move(o.shared_);
     wire_bytes_ = std::exchange(o.wire_bytes_, 0);
     view_ = std::exchange(o.view_, DataFrameView{});
   }
   return *this;
+}
+
+std::shared_ptr<const void> RxFrame::share() {
+  if (!shared_ && heap_) shared_ = std::shared_ptr<const uint8_t[]>(heap_.release(), heap_.get_deleter());
+  return shared_;
 }
 
 void RxFrame::reset() {
@@ -711,6 +735,7 @@ void RxFrame::reset() {
   node_ = nullptr;
   ucx_data_ = nullptr;
   heap_.reset();
+  shared_.reset();
   view_ = DataFrameView{};
 }
 
@@ -863,6 +888,15 @@ Status Node::connect(const std::vector<PeerInfo>& peers) {
 
 SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count,
                            size_t bytes, const std::function<void(uint8_t*)>& encode) {
+  return send_data(
+      edge, dst, tick, count, bytes,
+      [&encode](uint8_t* p, std::vector<FrameHole>&) { encode(p); }, nullptr);
+}
+
+SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count,
+                           size_t bytes,
+                           const std::function<void(uint8_t*, std::vector<FrameHole>&)>& encode,
+                           std::shared_ptr<const void> keepalive) {
   auto& im = *impl_;
   uint64_t seq;
   {
@@ -900,8 +934,10 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
   }
   DataFrameBuilder b(edge, im.self, dst, seq, tick);
   uint8_t* p = b.reserve_elements(count, bytes);
-  if (bytes > 0) encode(p);
+  std::vector<FrameHole> holes;
+  if (bytes > 0) encode(p, holes);
   OwnedFrame f = b.finish();
+  if (!holes.empty()) f.set_holes(std::move(holes), std::move(keepalive));
   {
     std::lock_guard lock(im.mu);
     im.outs[{edge, dst}].in_flight += f.bytes().size();

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <concepts>
+#include <memory>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -31,12 +32,17 @@
 #include <utility>
 #include <vector>
 
+#include "sluice/bytes.hpp"
+
 namespace sluice {
 
 // A bounds-checked cursor over received bytes. Not thread-safe.
 class Reader {
  public:
-  explicit Reader(std::span<const uint8_t> bytes) : p_(bytes.data()), end_(p_ + bytes.size()) {}
+  // `owner`, when set, keeps `bytes` alive: decoders may point into them instead of copying.
+  explicit Reader(std::span<const uint8_t> bytes, std::shared_ptr<const void> owner = nullptr)
+      : p_(bytes.data()), end_(p_ + bytes.size()), owner_(std::move(owner)) {}
+  const std::shared_ptr<const void>& owner() const { return owner_; }
   size_t remaining() const { return static_cast<size_t>(end_ - p_); }
   bool read(void* dst, size_t n) {
     if (n > remaining()) return fail("needed " + std::to_string(n) + " bytes, " +
@@ -68,12 +74,21 @@ class Reader {
   static constexpr int kMaxDepth = 64;
   const uint8_t* p_;
   const uint8_t* end_;
+  std::shared_ptr<const void> owner_;
   int depth_ = 0;
   std::string error_;
 };
 
 template <typename T, typename Enable = void>
 struct Codec;  // no codec for T: specialize sluice::Codec<T> (see above)
+
+// Where an encoder may leave a large payload out of the frame: the `n` bytes at `at` (already
+// reserved in the frame) are sent from `src` directly. Only the network edge provides one.
+class ZeroCopySink {
+ public:
+  virtual ~ZeroCopySink() = default;
+  virtual void add(uint8_t* at, const uint8_t* src, size_t n) = 0;
+};
 
 template <typename T>
 concept Encodable = requires(const T& v, uint8_t* out, Reader& in, T& dst) {
@@ -164,7 +179,13 @@ struct Codec<std::vector<T>> {
       if constexpr (FixedSizeCodec<T>) return Codec<T>::kFixedSize; else return size_t{1};
     }();
     if (!detail::get_len(in, n, kMin, "vector")) return false;
-    if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>) {
+    if constexpr (sizeof(T) == 1 && FixedSizeCodec<T> && !std::is_same_v<T, bool>) {
+      const uint8_t* p = in.take(n);  // one copy, no zero-fill first
+      if (p == nullptr) return false;
+      v.assign(reinterpret_cast<const T*>(p), reinterpret_cast<const T*>(p) + n);
+      return true;
+    } else if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> &&
+                         !std::is_same_v<T, bool>) {
       v.resize(n);
       return in.read(v.data(), n * sizeof(T));
     } else {
@@ -179,6 +200,34 @@ struct Codec<std::vector<T>> {
       in.leave();
       return true;
     }
+  }
+};
+
+// Bytes: length + bytes. Decoding points into the received frame when the Reader has an owner
+// (zero-copy), and copies otherwise.
+template <>
+struct Codec<Bytes> {
+  static size_t size(const Bytes& b) { return 8 + b.size(); }
+  static uint8_t* encode(const Bytes& b, uint8_t* out) {
+    out = detail::put_len(b.size(), out);
+    if (b.size() != 0) std::memcpy(out, b.data(), b.size());
+    return out + b.size();
+  }
+  // Payloads this large are sent from the Bytes' own memory rather than copied into the frame.
+  static constexpr size_t kZeroCopyMin = 16 * 1024;
+  static uint8_t* encode_gather(const Bytes& b, uint8_t* out, ZeroCopySink& sink) {
+    if (b.size() < kZeroCopyMin) return encode(b, out);
+    out = detail::put_len(b.size(), out);
+    sink.add(out, b.data(), b.size());
+    return out + b.size();
+  }
+  static bool decode(Reader& in, Bytes& b) {
+    uint64_t n;
+    if (!detail::get_len(in, n, 1, "bytes")) return false;
+    const uint8_t* p = in.take(n);
+    if (p == nullptr) return false;
+    b = in.owner() ? Bytes(in.owner(), p, n) : Bytes::copy_of({p, n});
+    return true;
   }
 };
 

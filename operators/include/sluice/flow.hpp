@@ -80,17 +80,27 @@ ir::EdgeCodec make_edge_codec() {
       return n;
     }
   };
-  c.encode = [](const ir::BatchBase& b, uint8_t* out) {
+  c.encode = [](const ir::BatchBase& b, uint8_t* out, ZeroCopySink* sink) {
     const auto& items = static_cast<const ir::Batch<T>&>(b).items;
     if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>) {
+      (void)sink;
       std::memcpy(out, items.data(), items.size() * sizeof(T));
       return out + items.size() * sizeof(T);
+    } else if constexpr (requires(const T& v, ZeroCopySink& s) { Codec<T>::encode_gather(v, out, s); }) {
+      if (sink != nullptr) {
+        for (const auto& e : items) out = Codec<T>::encode_gather(e, out, *sink);
+      } else {
+        for (const auto& e : items) out = Codec<T>::encode(e, out);
+      }
+      return out;
     } else {
+      (void)sink;
       for (const auto& e : items) out = Codec<T>::encode(e, out);
       return out;
     }
   };
-  c.decode = [](std::span<const uint8_t> bytes, uint32_t count) -> Result<ir::AnyBatch> {
+  c.decode = [](std::span<const uint8_t> bytes, uint32_t count,
+                const std::shared_ptr<const void>& owner) -> Result<ir::AnyBatch> {
     auto b = std::make_shared<ir::Batch<T>>();
     if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>) {
       if (bytes.size() != size_t{count} * sizeof(T)) {
@@ -98,10 +108,16 @@ ir::EdgeCodec make_edge_codec() {
                           std::to_string(sizeof(T)) + " bytes carries " +
                           std::to_string(bytes.size()) + " bytes");
       }
-      b->items.resize(count);
-      if (count != 0) std::memcpy(b->items.data(), bytes.data(), bytes.size());
+      if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(T) == 0) {
+        // Frames keep elements 8-aligned: copy once, without zero-filling first.
+        const T* first = reinterpret_cast<const T*>(bytes.data());
+        b->items.assign(first, first + count);
+      } else {
+        b->items.resize(count);
+        if (count != 0) std::memcpy(b->items.data(), bytes.data(), bytes.size());
+      }
     } else {
-      Reader in(bytes);
+      Reader in(bytes, owner);
       // A lying count must not make us allocate: every element takes at least one byte.
       b->items.reserve(std::min<size_t>(count, bytes.size()));
       for (uint32_t i = 0; i < count; ++i) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "sluice/codec.hpp"
 #include "sluice/transport/result.hpp"
 
 namespace sluice::ir {
@@ -45,8 +46,12 @@ class SourceCursor {
 // How an edge's elements become bytes and back (built from Codec<T>).
 struct EdgeCodec {
   std::function<size_t(const BatchBase&)> encoded_size;
-  std::function<uint8_t*(const BatchBase&, uint8_t*)> encode;
-  std::function<Result<AnyBatch>(std::span<const uint8_t>, uint32_t count)> decode;
+  // `sink`, when set, may take large payloads out of the copy (see ZeroCopySink).
+  std::function<uint8_t*(const BatchBase&, uint8_t*, ZeroCopySink*)> encode;
+  // `owner`, when set, keeps the bytes alive so decoded values may point into them.
+  std::function<Result<AnyBatch>(std::span<const uint8_t>, uint32_t count,
+                                 const std::shared_ptr<const void>& owner)>
+      decode;
   std::string type_name;
 };
 

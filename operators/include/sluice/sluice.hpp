@@ -1,6 +1,7 @@
 // The one header a sluice user includes.
 #pragma once
 
+#include "sluice/bytes.hpp"
 #include "sluice/codec.hpp"
 #include "sluice/flow.hpp"
 #include "sluice/run.hpp"

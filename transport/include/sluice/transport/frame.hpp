@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "sluice/transport/buffer_pool.hpp"
 #include "sluice/transport/result.hpp"
 
 namespace sluice::transport {
@@ -40,19 +41,38 @@ static_assert(sizeof(FrameHeader) == 24);
 
 Result<FrameHeader> decode_frame_header(std::span<const uint8_t> header);
 
-// A finished frame: owns its bytes (a FlatBuffers detached buffer).
+// Part of a frame's element bytes that is never copied into the frame: the `size` bytes at
+// `at` (inside the frame) are sent from `src` instead (a gather send), so a large payload goes
+// straight from the user's memory to the wire. The receiver sees one contiguous frame.
+struct FrameHole {
+  const uint8_t* at;
+  const uint8_t* src;
+  size_t size;
+};
+
+// A finished frame: owns its bytes (a FlatBuffers buffer from the buffer pool), and for a gather
+// frame its holes and whatever keeps their sources alive until the send completes.
 class OwnedFrame {
  public:
   OwnedFrame() = default;
-  OwnedFrame(std::unique_ptr<uint8_t[], void (*)(uint8_t*)> mem, const uint8_t* data, size_t size,
-             FrameKind kind);
+  OwnedFrame(PooledBuffer mem, const uint8_t* data, size_t size, FrameKind kind);
+  // Holes must lie inside the element bytes, in increasing order, without overlap.
+  void set_holes(std::vector<FrameHole> holes, std::shared_ptr<const void> keepalive) {
+    holes_ = std::move(holes);
+    keepalive_ = std::move(keepalive);
+  }
+  const std::vector<FrameHole>& holes() const { return holes_; }
+  // The frame as the receiver will see it (holes filled in); for tests and diagnostics.
+  std::vector<uint8_t> gathered() const;
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
   FrameKind kind() const { return kind_; }
   FrameHeader header(uint32_t src) const { return FrameHeader{kFrameMagic, kind_, src, 0, size_}; }
   bool empty() const { return size_ == 0; }
 
  private:
-  std::unique_ptr<uint8_t[], void (*)(uint8_t*)> mem_{nullptr, [](uint8_t*) {}};
+  PooledBuffer mem_;
+  std::vector<FrameHole> holes_;
+  std::shared_ptr<const void> keepalive_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   FrameKind kind_ = FrameKind::kData;

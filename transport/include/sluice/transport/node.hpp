@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "sluice/transport/bootstrap.hpp"
+#include "sluice/transport/buffer_pool.hpp"
 #include "sluice/transport/frame.hpp"
 #include "sluice/transport/options.hpp"
 #include "sluice/transport/result.hpp"
@@ -47,11 +48,17 @@ class RxFrame {
   uint32_t count() const { return view_.count; }
   uint32_t src() const { return view_.src; }
 
+  // Shared ownership of the frame's memory, so decoded values may point into it after the
+  // frame is released (zero-copy elements). Only for memory we own (rendezvous frames, which
+  // are the large ones); null for a UCX descriptor, which must go back to UCX now.
+  std::shared_ptr<const void> share();
+
  private:
   friend class Node;
   Node* node_ = nullptr;
   void* ucx_data_ = nullptr;        // UCX persistent descriptor, released on the progress thread
-  std::unique_ptr<uint8_t[]> heap_; // or a buffer we own (rendezvous, realigned copies)
+  PooledBuffer heap_;               // or a buffer we own (rendezvous, realigned copies)
+  std::shared_ptr<const void> shared_;  // heap_, once shared
   size_t wire_bytes_ = 0;           // what the sender's window counted
   DataFrameView view_;
 };
@@ -99,6 +106,11 @@ class Node {
   // into the frame in place. Blocks while the channel's window is full.
   SendStatus send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
                        const std::function<void(uint8_t*)>& encode);
+  // The same, where `encode` may leave holes (FrameHole) that are sent straight from their
+  // source memory; `keepalive` keeps those sources alive until the send completes.
+  SendStatus send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
+                       const std::function<void(uint8_t*, std::vector<FrameHole>&)>& encode,
+                       std::shared_ptr<const void> keepalive);
   // Ends the channel: the receiver sees end-of-stream after every frame sent so far.
   void close_output(uint32_t edge, uint32_t dst);
   // True once every closed output was acknowledged (or its peer was lost).
