@@ -106,9 +106,8 @@ bool take_one(Node& node, uint32_t edge, std::vector<RxFrame>& rx) {
 }
 
 bool send_value(Node& node, uint32_t edge, uint32_t dst, uint64_t tick, int64_t v) {
-  return node.send_data(edge, dst, tick, 1, sizeof v, [v](uint8_t* p) {
-           std::memcpy(p, &v, sizeof v);
-         }) == SendStatus::kOk;
+  return node.send_data(edge, dst, tick, 1, sizeof v,
+                        [v](uint8_t* p) { std::memcpy(p, &v, sizeof v); }) == SendStatus::kOk;
 }
 
 int64_t value_of(const RxFrame& f) {
@@ -146,10 +145,10 @@ int run_pinger(Node& node, const Options& o, const char* mode) {
   // rounds it got.
   // The warmup gets at most a quarter of that budget.
   auto budget = [&](double fraction) {
-    return o.max_seconds > 0 ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                  std::chrono::duration<double>(o.max_seconds *
-                                                                                fraction))
-                             : Clock::time_point::max();
+    return o.max_seconds > 0
+               ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(o.max_seconds * fraction))
+               : Clock::time_point::max();
   };
   Clock::time_point stop_at = budget(0.25);
   int64_t first_timed = o.warmup;
@@ -174,7 +173,8 @@ int run_pinger(Node& node, const Options& o, const char* mode) {
       return 1;
     }
     rx.clear();  // releases the receive descriptor (as a real consumer would) before the next
-    if (i >= first_timed) rtt_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    if (i >= first_timed)
+      rtt_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
   }
   finish(node, kPing, 1, kPong);
 
@@ -187,9 +187,10 @@ int run_pinger(Node& node, const Options& o, const char* mode) {
     return s[std::min(k, s.size() - 1)];
   };
   double mean = sum / static_cast<double>(s.size());
-  std::printf("RESULT one_way_us=%.4f median_us=%.4f p99_us=%.4f min_us=%.4f iters=%zu "
-              "transport_progress=%s rtt_mean_us=%.4f\n",
-              mean / 2, pct(0.5) / 2, pct(0.99) / 2, s.front() / 2, s.size(), mode, mean);
+  std::printf(
+      "RESULT one_way_us=%.4f median_us=%.4f p99_us=%.4f min_us=%.4f iters=%zu "
+      "transport_progress=%s rtt_mean_us=%.4f\n",
+      mean / 2, pct(0.5) / 2, pct(0.99) / 2, s.front() / 2, s.size(), mode, mean);
   std::fflush(stdout);
   return 0;
 }
@@ -229,7 +230,8 @@ int run_member(const sluice::transport::RunOptions& ro, const Options& o, std::s
     return 2;
   }
   if (env->layout.size() != 2) {
-    std::fprintf(stderr, "sluice_latency: needs a job of exactly 2 members, the layout '%s' has %u\n",
+    std::fprintf(stderr,
+                 "sluice_latency: needs a job of exactly 2 members, the layout '%s' has %u\n",
                  env->layout.to_string().c_str(), env->layout.size());
     return 2;
   }

@@ -69,9 +69,9 @@ struct Checker {
 Checker g_check;
 
 void usage(const char* prog) {
-  std::fprintf(stderr,
-               "usage: %s [--type int64|bytes|shared] [--size BYTES] [--count N] [--sluice-* ...]\n",
-               prog);
+  std::fprintf(
+      stderr, "usage: %s [--type int64|bytes|shared] [--size BYTES] [--count N] [--sluice-* ...]\n",
+      prog);
 }
 
 bool parse(int argc, char** argv, Options& o) {
@@ -100,7 +100,8 @@ bool parse(int argc, char** argv, Options& o) {
         o.bytes = true;
         o.shared = true;
       } else {
-        std::fprintf(stderr, "sluice_throughput: --type: expected int64, bytes or shared, got '%s'\n", v);
+        std::fprintf(stderr,
+                     "sluice_throughput: --type: expected int64, bytes or shared, got '%s'\n", v);
         return false;
       }
     } else if (a == "--size" || a == "--count") {
@@ -206,13 +207,16 @@ int main(int argc, char** argv) {
   // Elements after the first one over the time from the first to the last.
   double rate = seconds > 0 ? static_cast<double>(c.seen - 1) / seconds : 0.0;
   double gbps = rate * static_cast<double>(o.size) / 1e9;
-  std::printf("RESULT type=%s size=%zu count=%" PRId64 " seconds=%.6f elements_per_s=%.6g "
+  std::printf("RESULT type=%s size=%zu count=%" PRId64
+              " seconds=%.6f elements_per_s=%.6g "
               "gbytes_per_s=%.6g\n",
-              o.shared ? "shared" : (o.bytes ? "bytes" : "int64"), o.size, c.seen, seconds, rate, gbps);
+              o.shared ? "shared" : (o.bytes ? "bytes" : "int64"), o.size, c.seen, seconds, rate,
+              gbps);
   std::fflush(stdout);
   if (c.seen != o.count || c.errors != 0) {
-    std::fprintf(stderr, "sluice_throughput: FAILED: received %" PRId64 " of %" PRId64
-                         " elements, %" PRId64 " wrong\n",
+    std::fprintf(stderr,
+                 "sluice_throughput: FAILED: received %" PRId64 " of %" PRId64 " elements, %" PRId64
+                 " wrong\n",
                  c.seen, o.count, c.errors);
     return rc != 0 ? rc : 1;
   }

@@ -120,9 +120,9 @@ class MemberRuntime {
     std::unique_ptr<ir::SourceCursor> cursor;
     flow::broadcast_node<ir::AnyBatch>* entry;
     uint32_t ir_node;
-    bool local_sink = false;         // feeds a sink in this member
-    std::vector<size_t> sends;       // indices into sends_ it feeds
-    bool abandoned = false;          // every consumer is gone: stop pulling
+    bool local_sink = false;    // feeds a sink in this member
+    std::vector<size_t> sends;  // indices into sends_ it feeds
+    bool abandoned = false;     // every consumer is gone: stop pulling
   };
   struct Recv {
     uint32_t edge;
@@ -153,9 +153,8 @@ class MemberRuntime {
         case ir::NodeKind::kTransform: {
           if (!here) break;
           auto* fn = own(std::make_unique<flow::function_node<ir::AnyBatch, ir::AnyBatch>>(
-              graph_, flow::serial, [body = n.make_transform()](const ir::AnyBatch& b) mutable {
-                return body(b);
-              }));
+              graph_, flow::serial,
+              [body = n.make_transform()](const ir::AnyBatch& b) mutable { return body(b); }));
           flow::make_edge(*out.at(n.inputs.at(0)), *fn);
           out[n.id] = fn;
           break;
@@ -262,9 +261,10 @@ class MemberRuntime {
           ++j;
         }
         if (bytes > limit) {
-          SLUICE_LOG_ERROR("edge %u: a batch encodes to %zu bytes, over the %zu-byte frame limit "
-                           "(--sluice-max-frame); it is dropped",
-                           s.edge, bytes, limit);
+          SLUICE_LOG_ERROR(
+              "edge %u: a batch encodes to %zu bytes, over the %zu-byte frame limit "
+              "(--sluice-max-frame); it is dropped",
+              s.edge, bytes, limit);
           i = j;
           continue;
         }
@@ -276,8 +276,8 @@ class MemberRuntime {
             out->push_back({at, src, n});
           }
         };
-        auto keep = std::make_shared<std::vector<ir::AnyBatch>>(s.pending.begin() + static_cast<long>(i),
-                                                                s.pending.begin() + static_cast<long>(j));
+        auto keep = std::make_shared<std::vector<ir::AnyBatch>>(
+            s.pending.begin() + static_cast<long>(i), s.pending.begin() + static_cast<long>(j));
         auto st = node_.send_data(
             s.edge, s.dst, tick, static_cast<uint32_t>(count), bytes,
             [&](uint8_t* p, std::vector<transport::FrameHole>& holes) {
@@ -375,8 +375,10 @@ Status check_layout(const ir::Graph& g, const Layout& layout) {
                         loc.name + "' of this program");
     }
     if (loc.kind == ir::LocationKind::kProcess && *count != 1) {
-      return make_error("location '" + loc.name + "' is a process and needs exactly 1 member, the "
-                        "layout gives " + std::to_string(*count));
+      return make_error("location '" + loc.name +
+                        "' is a process and needs exactly 1 member, the "
+                        "layout gives " +
+                        std::to_string(*count));
     }
   }
   for (const auto& spec : layout.locations()) {

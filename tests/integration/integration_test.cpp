@@ -1,8 +1,8 @@
 // End to end: the seed's first example and a few-million-element stream, embedded and through
 // sluice-run, over shm and tcp; a receiver killed mid-stream; bad layouts and environments.
 #include <dirent.h>
-#include <signal.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <fstream>
 #include <set>
@@ -88,8 +88,8 @@ TEST_P(Transport, MegabyteZeroCopyBytesArriveIntactThroughLauncher) {
 
 TEST_P(Transport, SlowConsumerIsBoundedByTheWindowAndLosesNothing) {
   // A 64 KiB window against 16 MiB of data: the sender must wait for credit many times.
-  auto r = run_command({STREAM_CHECK_PATH, "--count", "2000000", "--sluice-window=64k",
-                        "--sluice-stats", flag()});
+  auto r = run_command(
+      {STREAM_CHECK_PATH, "--count", "2000000", "--sluice-window=64k", "--sluice-stats", flag()});
   ASSERT_EQ(r.exit_code, 0) << r.describe();
   EXPECT_NE(r.out.find("stream_check: OK count=2000000"), std::string::npos) << r.describe();
 }
@@ -114,9 +114,18 @@ ProcessResult kill_receiver_mid_stream(const std::string& transport,
   TempDir dir;
   std::vector<std::string> argv{SLUICE_RUN_PATH};
   argv.insert(argv.end(), launcher_flags.begin(), launcher_flags.end());
-  std::vector<std::string> rest{"-n", "p1=1", "-n", "p2=1", "--", STREAM_CHECK_PATH,
-                                "--count", "1000000000000", "--ready-after", "200000",
-                                "--ready-file", dir.file("ready"),
+  std::vector<std::string> rest{"-n",
+                                "p1=1",
+                                "-n",
+                                "p2=1",
+                                "--",
+                                STREAM_CHECK_PATH,
+                                "--count",
+                                "1000000000000",
+                                "--ready-after",
+                                "200000",
+                                "--ready-file",
+                                dir.file("ready"),
                                 "--sluice-transport=" + transport,
                                 "--sluice-peer-timeout-ms=1500"};
   argv.insert(argv.end(), rest.begin(), rest.end());
@@ -172,8 +181,8 @@ TEST(Errors, ProcessWithTwoMembersIsAnError) {
 TEST(Errors, MissingLauncherVariableIsAOneLineError) {
   SubprocessOptions opts;
   opts.set_env = {{"SLUICE_RENDEZVOUS", "127.0.0.1:9"}};
-  opts.unset_env = {"SLUICE_TOKEN", "SLUICE_LAYOUT", "SLUICE_RANK", "SLUICE_LOCATION",
-                    "SLUICE_MEMBER", "SLUICE_JOB_ID"};
+  opts.unset_env = {"SLUICE_TOKEN",    "SLUICE_LAYOUT", "SLUICE_RANK",
+                    "SLUICE_LOCATION", "SLUICE_MEMBER", "SLUICE_JOB_ID"};
   auto r = run_command({SEED_SEND_PATH}, opts);
   EXPECT_EQ(r.exit_code, 2) << r.describe();
   EXPECT_NE(r.err.find("SLUICE_"), std::string::npos) << r.describe();

@@ -28,7 +28,8 @@ T round_trip(const T& v) {
 }
 
 TEST(Codec, ArithmeticRoundTrips) {
-  EXPECT_EQ(round_trip<int64_t>(std::numeric_limits<int64_t>::min()), std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(round_trip<int64_t>(std::numeric_limits<int64_t>::min()),
+            std::numeric_limits<int64_t>::min());
   EXPECT_EQ(round_trip<uint8_t>(255), 255);
   EXPECT_EQ(round_trip<double>(3.25), 3.25);
   EXPECT_EQ(round_trip<bool>(true), true);
@@ -83,7 +84,8 @@ TEST(Codec, InvalidBoolIsRejected) {
 TEST(Codec, DeepNestingIsRejected) {
   // 100 levels of optional<optional<...>> encoded as 100 "present" bytes.
   using Deep = std::optional<std::optional<std::optional<std::optional<int>>>>;
-  std::vector<uint8_t> ok = encode(Deep(std::optional<std::optional<std::optional<int>>>(std::optional<std::optional<int>>(std::optional<int>(5)))));
+  std::vector<uint8_t> ok = encode(Deep(std::optional<std::optional<std::optional<int>>>(
+      std::optional<std::optional<int>>(std::optional<int>(5)))));
   Reader in(ok);
   Deep d;
   EXPECT_TRUE(Codec<Deep>::decode(in, d)) << in.error();

@@ -14,7 +14,9 @@ struct Aligned {
   explicit Aligned(std::span<const uint8_t> b) : mem((b.size() + 7) / 8 + 1), size(b.size()) {
     std::memcpy(mem.data(), b.data(), b.size());
   }
-  std::span<const uint8_t> bytes() const { return {reinterpret_cast<const uint8_t*>(mem.data()), size}; }
+  std::span<const uint8_t> bytes() const {
+    return {reinterpret_cast<const uint8_t*>(mem.data()), size};
+  }
   std::span<uint8_t> mut() { return {reinterpret_cast<uint8_t*>(mem.data()), size}; }
   std::vector<uint64_t> mem;
   size_t size;

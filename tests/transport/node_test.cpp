@@ -135,7 +135,8 @@ TEST_P(NodeTest, LargeFramesUseRendezvousAndArriveIntact) {
   connect_all(table());
   constexpr uint32_t kCount = 1 << 18;  // 2 MiB per frame
   std::thread sender([&] {
-    for (int i = 0; i < 4; ++i) ASSERT_EQ(send_values(*nodes_[0], 0, 1, i, kCount), SendStatus::kOk);
+    for (int i = 0; i < 4; ++i)
+      ASSERT_EQ(send_values(*nodes_[0], 0, 1, i, kCount), SendStatus::kOk);
   });
   std::vector<RxFrame> got;
   ASSERT_TRUE(take_until(*nodes_[1], 0, got, [&] { return got.size() == 4; }));
@@ -160,15 +161,16 @@ TEST_P(NodeTest, GatherFramesSendHolesFromTheirSourceAndArriveContiguous) {
     auto b = std::make_shared<std::vector<uint8_t>>(payload, 0xbb);
     auto keep = std::make_shared<std::pair<decltype(a), decltype(b)>>(a, b);
     size_t bytes = 8 + payload + 8 + payload + 8;
-    ASSERT_EQ(nodes_[0]->send_data(0, 1, 1, 2, bytes,
-                                   [&](uint8_t* p, std::vector<FrameHole>& holes) {
-                                     std::memset(p, 0x11, 8);
-                                     holes.push_back({p + 8, a->data(), payload});
-                                     std::memset(p + 8 + payload, 0x22, 8);
-                                     holes.push_back({p + 16 + payload, b->data(), payload});
-                                     std::memset(p + 16 + 2 * payload, 0x33, 8);
-                                   },
-                                   keep),
+    ASSERT_EQ(nodes_[0]->send_data(
+                  0, 1, 1, 2, bytes,
+                  [&](uint8_t* p, std::vector<FrameHole>& holes) {
+                    std::memset(p, 0x11, 8);
+                    holes.push_back({p + 8, a->data(), payload});
+                    std::memset(p + 8 + payload, 0x22, 8);
+                    holes.push_back({p + 16 + payload, b->data(), payload});
+                    std::memset(p + 16 + 2 * payload, 0x33, 8);
+                  },
+                  keep),
               SendStatus::kOk);
     keep.reset();  // the node keeps the sources alive until the send completes
     a.reset();
@@ -313,13 +315,16 @@ class Rogue {
 
 TEST_P(NodeTest, MalformedFramesAreRejectedAndTheReceiverKeepsRunning) {
   constexpr uint32_t kRogue = 2;
-  make_job(2, {}, [](uint32_t r, Node& n) {
-    if (r == 0) n.declare_output(0, 1);
-    if (r == 1) {
-      n.expect_input(0, 0);
-      n.expect_input(0, kRogue);
-    }
-  }, /*job_size=*/3);
+  make_job(
+      2, {},
+      [](uint32_t r, Node& n) {
+        if (r == 0) n.declare_output(0, 1);
+        if (r == 1) {
+          n.expect_input(0, 0);
+          n.expect_input(0, kRogue);
+        }
+      },
+      /*job_size=*/3);
   Rogue rogue(GetParam().kind);
   rogue.also = [this] { progress_all(); };
   connect_all(table({rogue.address()}));
@@ -386,7 +391,8 @@ TEST_P(NodeTest, SilentPeerIsLostAndTheBlockedSenderIsReleased) {
   opts.window_bytes = 16 * 1024;
   opts.peer_timeout_ms = 500;
   opts.heartbeat_ms = 50;
-  make_job(1, opts, [](uint32_t, Node& n) { n.declare_output(0, kSilent); }, /*job_size=*/2);
+  make_job(
+      1, opts, [](uint32_t, Node& n) { n.declare_output(0, kSilent); }, /*job_size=*/2);
   Rogue silent(GetParam().kind);  // never answers: no heartbeats, no credit
   connect_all(table({silent.address()}));
   SendStatus last = SendStatus::kOk;
@@ -408,16 +414,15 @@ TEST_P(NodeTest, SilentPeerIsLostAndTheBlockedSenderIsReleased) {
   EXPECT_TRUE(nodes_[0]->outputs_drained()) << "a lost peer owes no acknowledgement";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Transports, NodeTest,
-    ::testing::Values(Mode{TransportKind::kShm, ProgressMode::kAdaptive},
-                      Mode{TransportKind::kShm, ProgressMode::kSpin},
-                      Mode{TransportKind::kTcp, ProgressMode::kAdaptive},
-                      Mode{TransportKind::kTcp, ProgressMode::kSpin}),
-    [](const auto& param_info) {
-      return std::string(to_string(param_info.param.kind)) + "_" +
-             to_string(param_info.param.progress);
-    });
+INSTANTIATE_TEST_SUITE_P(Transports, NodeTest,
+                         ::testing::Values(Mode{TransportKind::kShm, ProgressMode::kAdaptive},
+                                           Mode{TransportKind::kShm, ProgressMode::kSpin},
+                                           Mode{TransportKind::kTcp, ProgressMode::kAdaptive},
+                                           Mode{TransportKind::kTcp, ProgressMode::kSpin}),
+                         [](const auto& param_info) {
+                           return std::string(to_string(param_info.param.kind)) + "_" +
+                                  to_string(param_info.param.progress);
+                         });
 
 TEST(NodeCreate, RdmaWithoutADeviceIsAClearError) {
   TransportOptions opts;

@@ -9,15 +9,15 @@ namespace sluice::transport {
 namespace {
 
 constexpr size_t kMinPooled = 4096;
-constexpr int kMinShift = 12;       // 4 KiB
-constexpr int kMaxShift = 31;       // 2 GiB
+constexpr int kMinShift = 12;  // 4 KiB
+constexpr int kMaxShift = 31;  // 2 GiB
 constexpr size_t kMaxCached = size_t{256} << 20;
 constexpr std::align_val_t kAlign{64};
 
 struct Pool {
   std::mutex mu;
   std::vector<uint8_t*> free[kMaxShift + 1];  // guarded by mu
-  size_t cached = 0;                           // guarded by mu
+  size_t cached = 0;                          // guarded by mu
 };
 
 Pool& pool() {

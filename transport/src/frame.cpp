@@ -149,7 +149,8 @@ Result<DataFrameView> decode_data_frame(std::span<const uint8_t> frame, const Fr
   out.seq = f->seq();
   out.tick = f->tick();
   out.count = f->count();
-  if (out.src >= check.job_size) return make_error(rank_range_error("data frame source", out.src, check.job_size));
+  if (out.src >= check.job_size)
+    return make_error(rank_range_error("data frame source", out.src, check.job_size));
   if (out.dst != check.self_rank) {
     return make_error("data frame addressed to rank " + std::to_string(out.dst) +
                       " arrived at rank " + std::to_string(check.self_rank));
@@ -212,7 +213,8 @@ Result<ControlMsg> decode_control(std::span<const uint8_t> frame, const FrameChe
   ControlMsg m;
   m.src = c->src();
   m.dst = c->dst();
-  if (m.src >= check.job_size) return make_error(rank_range_error("control frame source", m.src, check.job_size));
+  if (m.src >= check.job_size)
+    return make_error(rank_range_error("control frame source", m.src, check.job_size));
   if (m.dst != check.self_rank) {
     return make_error("control frame addressed to rank " + std::to_string(m.dst) +
                       " arrived at rank " + std::to_string(check.self_rank));
@@ -225,8 +227,8 @@ Result<ControlMsg> decode_control(std::span<const uint8_t> frame, const FrameChe
       m.pid = h->pid();
       m.hostname = h->hostname() ? h->hostname()->str() : "";
       if (h->rank() != m.src) {
-        return make_error("hello claims rank " + std::to_string(h->rank()) + " but came from rank " +
-                          std::to_string(m.src));
+        return make_error("hello claims rank " + std::to_string(h->rank()) +
+                          " but came from rank " + std::to_string(m.src));
       }
       break;
     }

@@ -27,7 +27,8 @@ using Clock = std::chrono::steady_clock;
 
 uint64_t now_ns() {
   return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+          .count());
 }
 
 struct ChannelKey {
@@ -70,11 +71,11 @@ struct Node::Impl {
     bool acked = false;
   };
   struct InChannel {
-    uint64_t expected = 1;     // next sequence number
-    uint64_t close_at = 0;     // last_seq from Close; 0 while open
+    uint64_t expected = 1;  // next sequence number
+    uint64_t close_at = 0;  // last_seq from Close; 0 while open
     bool close_acked = false;
-    bool broken = false;       // a sequence gap: delivered a prefix, then stopped
-    uint64_t consumed = 0;     // bytes released since the last credit
+    bool broken = false;    // a sequence gap: delivered a prefix, then stopped
+    uint64_t consumed = 0;  // bytes released since the last credit
     std::deque<RxFrame> ready;
   };
   std::map<ChannelKey, OutChannel> outs;  // (edge, dst)
@@ -111,7 +112,7 @@ struct Node::Impl {
   bool connected = false;
   bool shut = false;
   std::vector<uint64_t> outstanding;  // by rank: sends UCX has not completed
-  struct Arrival {           // a data frame from one peer, in arrival order
+  struct Arrival {                    // a data frame from one peer, in arrival order
     Impl* impl = nullptr;
     uint32_t src = 0;
     bool ready = false;
@@ -206,8 +207,8 @@ struct Node::Impl {
     }
     auto* op = new SendOp{this, dst, frame.header(self), std::move(frame), {}};
     ucp_request_param_t param{};
-    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                         UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+    param.op_attr_mask =
+        UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_MEMORY_TYPE;
     param.cb.send = &Impl::send_done;
     param.user_data = op;
     param.memory_type = UCS_MEMORY_TYPE_HOST;
@@ -219,7 +220,8 @@ struct Node::Impl {
       // Frame pieces between the holes, and the holes' sources: UCX sends them as one message.
       const uint8_t* at = bytes.data();
       for (const auto& h : op->frame.holes()) {
-        if (h.at > at) op->iov.push_back({const_cast<uint8_t*>(at), static_cast<size_t>(h.at - at)});
+        if (h.at > at)
+          op->iov.push_back({const_cast<uint8_t*>(at), static_cast<size_t>(h.at - at)});
         op->iov.push_back({const_cast<uint8_t*>(h.src), h.size});
         at = h.at + h.size;
       }
@@ -230,8 +232,8 @@ struct Node::Impl {
       buffer = op->iov.data();
       count = op->iov.size();
     }
-    ucs_status_ptr_t r = ucp_am_send_nbx(eps[dst], id, &op->header, sizeof op->header, buffer,
-                                         count, &param);
+    ucs_status_ptr_t r =
+        ucp_am_send_nbx(eps[dst], id, &op->header, sizeof op->header, buffer, count, &param);
     last_tx_ns[dst] = now_ns();
     if (r == nullptr) {
       delete op;
@@ -265,8 +267,8 @@ struct Node::Impl {
                                  size_t length, const ucp_am_recv_param_t* param) {
     return static_cast<Impl*>(arg)->receive_data(header, header_length, data, length, param);
   }
-  static ucs_status_t on_am_control(void* arg, const void* header, size_t header_length,
-                                    void* data, size_t length, const ucp_am_recv_param_t* param) {
+  static ucs_status_t on_am_control(void* arg, const void* header, size_t header_length, void* data,
+                                    size_t length, const ucp_am_recv_param_t* param) {
     return static_cast<Impl*>(arg)->receive_control(header, header_length, data, length, param);
   }
   static void on_rndv_done(void* request, ucs_status_t status, size_t length, void* user_data);
@@ -321,8 +323,8 @@ struct Node::Impl {
       a->heap = pool_allocate(length);
       a->data = a->heap.get();
       ucp_request_param_t p{};
-      p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                       UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+      p.op_attr_mask =
+          UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_MEMORY_TYPE;
       p.cb.recv_am = &Impl::on_rndv_done;
       p.user_data = a.get();
       p.memory_type = UCS_MEMORY_TYPE_HOST;
@@ -419,8 +421,8 @@ struct Node::Impl {
     if (delivered) bump();
   }
 
-  ucs_status_t receive_control(const void* header, size_t header_length, void* data,
-                               size_t length, const ucp_am_recv_param_t* param) {
+  ucs_status_t receive_control(const void* header, size_t header_length, void* data, size_t length,
+                               const ucp_am_recv_param_t* param) {
     auto h = check_header(header, header_length, length, FrameKind::kControl);
     if (!h) {
       reject(UINT32_MAX, h.error());
@@ -457,8 +459,9 @@ struct Node::Impl {
     switch (m.kind) {
       case ControlKind::kHello:
         if (m.job != job_id) {
-          SLUICE_LOG_ERROR("peer rank %u says it belongs to job '%s', this is job '%s'; ignoring it",
-                           m.src, m.job.c_str(), job_id.c_str());
+          SLUICE_LOG_ERROR(
+              "peer rank %u says it belongs to job '%s', this is job '%s'; ignoring it", m.src,
+              m.job.c_str(), job_id.c_str());
           lose_peer_locked(m.src, "belongs to another job");
         }
         break;
@@ -726,7 +729,8 @@ RxFrame& RxFrame::operator=(RxFrame&& o) noexcept {
 }
 
 std::shared_ptr<const void> RxFrame::share() {
-  if (!shared_ && heap_) shared_ = std::shared_ptr<const uint8_t[]>(heap_.release(), heap_.get_deleter());
+  if (!shared_ && heap_)
+    shared_ = std::shared_ptr<const uint8_t[]>(heap_.release(), heap_.get_deleter());
   return shared_;
 }
 
@@ -865,8 +869,10 @@ Status Node::connect(const std::vector<PeerInfo>& peers) {
     ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
     ucs_status_t s = ucp_ep_create(im.worker.get(), &ep, &im.eps[r]);
     if (s != UCS_OK) {
-      return make_error(detail::ucs_error(("connecting to " + im.peer_names[r] + " (transport " +
-                                           to_string(im.opts.kind) + ")").c_str(), s));
+      return make_error(detail::ucs_error(
+          ("connecting to " + im.peer_names[r] + " (transport " + to_string(im.opts.kind) + ")")
+              .c_str(),
+          s));
     }
   }
   im.connected = true;
@@ -886,15 +892,14 @@ Status Node::connect(const std::vector<PeerInfo>& peers) {
   return {};
 }
 
-SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count,
-                           size_t bytes, const std::function<void(uint8_t*)>& encode) {
+SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
+                           const std::function<void(uint8_t*)>& encode) {
   return send_data(
-      edge, dst, tick, count, bytes,
-      [&encode](uint8_t* p, std::vector<FrameHole>&) { encode(p); }, nullptr);
+      edge, dst, tick, count, bytes, [&encode](uint8_t* p, std::vector<FrameHole>&) { encode(p); },
+      nullptr);
 }
 
-SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count,
-                           size_t bytes,
+SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
                            const std::function<void(uint8_t*, std::vector<FrameHole>&)>& encode,
                            std::shared_ptr<const void> keepalive) {
   auto& im = *impl_;
@@ -926,7 +931,8 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
     }
     if (blocked) {
       im.peers[dst].stats.blocked_ns += static_cast<uint64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - blocked_from).count());
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - blocked_from)
+              .count());
     }
     if (im.peers[dst].lost) return SendStatus::kPeerLost;
     if (im.stop.load()) return SendStatus::kShutdown;
@@ -1073,9 +1079,8 @@ bool Node::wait_activity(uint64_t seen, std::chrono::microseconds timeout) {
   }
   std::unique_lock lock(im.mu);
   ++im.waiters;
-  bool moved = im.cv.wait_until(lock, deadline, [&] {
-    return im.activity.load(std::memory_order_acquire) != seen;
-  });
+  bool moved = im.cv.wait_until(
+      lock, deadline, [&] { return im.activity.load(std::memory_order_acquire) != seen; });
   --im.waiters;
   return moved;
 }

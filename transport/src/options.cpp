@@ -14,10 +14,23 @@ Result<T> parse_number(std::string_view flag, std::string_view v, T lo, T hi) {
   std::string_view digits = v;
   if (!digits.empty()) {
     switch (digits.back()) {
-      case 'k': case 'K': mult = 1u << 10; digits.remove_suffix(1); break;
-      case 'm': case 'M': mult = 1u << 20; digits.remove_suffix(1); break;
-      case 'g': case 'G': mult = 1u << 30; digits.remove_suffix(1); break;
-      default: break;
+      case 'k':
+      case 'K':
+        mult = 1u << 10;
+        digits.remove_suffix(1);
+        break;
+      case 'm':
+      case 'M':
+        mult = 1u << 20;
+        digits.remove_suffix(1);
+        break;
+      case 'g':
+      case 'G':
+        mult = 1u << 30;
+        digits.remove_suffix(1);
+        break;
+      default:
+        break;
     }
   }
   auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), out);
@@ -38,19 +51,30 @@ Status apply(RunOptions& o, std::string_view name, std::string_view v) {
                       std::string(v) + "'");
   };
   if (name == "transport") {
-    if (v == "auto") o.transport.kind = TransportKind::kAuto;
-    else if (v == "shm") o.transport.kind = TransportKind::kShm;
-    else if (v == "tcp") o.transport.kind = TransportKind::kTcp;
-    else if (v == "rdma") o.transport.kind = TransportKind::kRdma;
-    else return bad("auto|shm|tcp|rdma");
+    if (v == "auto")
+      o.transport.kind = TransportKind::kAuto;
+    else if (v == "shm")
+      o.transport.kind = TransportKind::kShm;
+    else if (v == "tcp")
+      o.transport.kind = TransportKind::kTcp;
+    else if (v == "rdma")
+      o.transport.kind = TransportKind::kRdma;
+    else
+      return bad("auto|shm|tcp|rdma");
   } else if (name == "progress") {
-    if (v == "adaptive") o.transport.progress = ProgressMode::kAdaptive;
-    else if (v == "spin") o.transport.progress = ProgressMode::kSpin;
-    else return bad("adaptive|spin");
+    if (v == "adaptive")
+      o.transport.progress = ProgressMode::kAdaptive;
+    else if (v == "spin")
+      o.transport.progress = ProgressMode::kSpin;
+    else
+      return bad("adaptive|spin");
   } else if (name == "bind") {
-    if (v == "none") o.bind = BindMode::kNone;
-    else if (v == "core") o.bind = BindMode::kCore;
-    else return bad("none|core");
+    if (v == "none")
+      o.bind = BindMode::kNone;
+    else if (v == "core")
+      o.bind = BindMode::kCore;
+    else
+      return bad("none|core");
   } else if (name == "window") {
     auto r = parse_number<size_t>("--sluice-window", v, 4096, size_t{1} << 34);
     if (!r) return std::move(r).take_error();
@@ -93,28 +117,33 @@ Status apply(RunOptions& o, std::string_view name, std::string_view v) {
   return {};
 }
 
-bool is_switch(std::string_view name) { return name == "verbose" || name == "stats" || name == "help"; }
+bool is_switch(std::string_view name) {
+  return name == "verbose" || name == "stats" || name == "help";
+}
 
 }  // namespace
 
 const char* to_string(TransportKind k) {
   switch (k) {
-    case TransportKind::kAuto: return "auto";
-    case TransportKind::kShm: return "shm";
-    case TransportKind::kTcp: return "tcp";
-    case TransportKind::kRdma: return "rdma";
+    case TransportKind::kAuto:
+      return "auto";
+    case TransportKind::kShm:
+      return "shm";
+    case TransportKind::kTcp:
+      return "tcp";
+    case TransportKind::kRdma:
+      return "rdma";
   }
   return "?";
 }
 
-const char* to_string(ProgressMode m) {
-  return m == ProgressMode::kSpin ? "spin" : "adaptive";
-}
+const char* to_string(ProgressMode m) { return m == ProgressMode::kSpin ? "spin" : "adaptive"; }
 
 const char* run_options_help() {
   return "sluice options:\n"
          "  --sluice-transport auto|shm|tcp|rdma   UCX transports for network edges (auto)\n"
-         "  --sluice-progress adaptive|spin        sleep when idle, or always busy-poll (adaptive)\n"
+         "  --sluice-progress adaptive|spin        sleep when idle, or always busy-poll "
+         "(adaptive)\n"
          "  --sluice-cluster NAME=N                cluster size when run embedded (4)\n"
          "  --sluice-layout NAME=N,...             layout when started by mpirun/srun\n"
          "  --sluice-window BYTES                  bytes in flight per channel (16M)\n"

@@ -17,10 +17,14 @@ std::string ucs_error(const char* what, ucs_status_t s) {
 
 const char* tls_for(TransportKind kind) {
   switch (kind) {
-    case TransportKind::kAuto: return "";
-    case TransportKind::kShm: return "sm,self";
-    case TransportKind::kTcp: return "tcp,self";
-    case TransportKind::kRdma: return "ib,self";
+    case TransportKind::kAuto:
+      return "";
+    case TransportKind::kShm:
+      return "sm,self";
+    case TransportKind::kTcp:
+      return "tcp,self";
+    case TransportKind::kRdma:
+      return "ib,self";
   }
   return "";
 }
@@ -76,9 +80,10 @@ Result<UcpContext> UcpContext::create(TransportKind kind, const std::string& nam
   s = ucp_init(&params, config, &out.h_);
   ucp_config_release(config);
   if (s != UCS_OK) {
-    return make_error(ucs_error(
-        (std::string("ucp_init with transport ") + to_string(kind) + " (UCX_TLS=" +
-         (*tls ? tls : "default") + ")").c_str(), s));
+    return make_error(ucs_error((std::string("ucp_init with transport ") + to_string(kind) +
+                                 " (UCX_TLS=" + (*tls ? tls : "default") + ")")
+                                    .c_str(),
+                                s));
   }
   return out;
 }
@@ -111,7 +116,8 @@ Result<std::vector<uint8_t>> UcpWorker::address() const {
   size_t len = 0;
   ucs_status_t s = ucp_worker_get_address(h_, &addr, &len);
   if (s != UCS_OK) return make_error(ucs_error("ucp_worker_get_address", s));
-  std::vector<uint8_t> out(reinterpret_cast<uint8_t*>(addr), reinterpret_cast<uint8_t*>(addr) + len);
+  std::vector<uint8_t> out(reinterpret_cast<uint8_t*>(addr),
+                           reinterpret_cast<uint8_t*>(addr) + len);
   ucp_worker_release_address(h_, addr);
   return out;
 }

@@ -21,9 +21,9 @@
 #pragma once
 
 #include <concepts>
-#include <memory>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -45,8 +45,9 @@ class Reader {
   const std::shared_ptr<const void>& owner() const { return owner_; }
   size_t remaining() const { return static_cast<size_t>(end_ - p_); }
   bool read(void* dst, size_t n) {
-    if (n > remaining()) return fail("needed " + std::to_string(n) + " bytes, " +
-                                     std::to_string(remaining()) + " remain");
+    if (n > remaining())
+      return fail("needed " + std::to_string(n) + " bytes, " + std::to_string(remaining()) +
+                  " remain");
     if (n != 0) std::memcpy(dst, p_, n);
     p_ += n;
     return true;
@@ -99,7 +100,9 @@ concept Encodable = requires(const T& v, uint8_t* out, Reader& in, T& dst) {
 
 // Fixed-size codecs let a batch be encoded and decoded with one memcpy.
 template <typename T>
-concept FixedSizeCodec = Encodable<T> && requires { Codec<T>::kFixedSize; };
+concept FixedSizeCodec = Encodable<T> && requires {
+  Codec<T>::kFixedSize;
+};
 
 template <typename T>
 struct Codec<T, std::enable_if_t<std::is_arithmetic_v<T> || std::is_enum_v<T>>> {
@@ -165,7 +168,8 @@ struct Codec<std::vector<T>> {
   }
   static uint8_t* encode(const std::vector<T>& v, uint8_t* out) {
     out = detail::put_len(v.size(), out);
-    if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>) {
+    if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> &&
+                  !std::is_same_v<T, bool>) {
       std::memcpy(out, v.data(), v.size() * sizeof(T));
       return out + v.size() * sizeof(T);
     } else {
@@ -176,7 +180,10 @@ struct Codec<std::vector<T>> {
   static bool decode(Reader& in, std::vector<T>& v) {
     uint64_t n;
     constexpr size_t kMin = [] {
-      if constexpr (FixedSizeCodec<T>) return Codec<T>::kFixedSize; else return size_t{1};
+      if constexpr (FixedSizeCodec<T>)
+        return Codec<T>::kFixedSize;
+      else
+        return size_t{1};
     }();
     if (!detail::get_len(in, n, kMin, "vector")) return false;
     if constexpr (sizeof(T) == 1 && FixedSizeCodec<T> && !std::is_same_v<T, bool>) {
@@ -247,14 +254,21 @@ struct Codec<std::pair<A, B>> {
 template <Encodable... Ts>
 struct Codec<std::tuple<Ts...>> {
   static size_t size(const std::tuple<Ts...>& t) {
-    return std::apply([](const auto&... e) { return (size_t{0} + ... + Codec<std::decay_t<decltype(e)>>::size(e)); }, t);
+    return std::apply(
+        [](const auto&... e) {
+          return (size_t{0} + ... + Codec<std::decay_t<decltype(e)>>::size(e));
+        },
+        t);
   }
   static uint8_t* encode(const std::tuple<Ts...>& t, uint8_t* out) {
-    std::apply([&](const auto&... e) { ((out = Codec<std::decay_t<decltype(e)>>::encode(e, out)), ...); }, t);
+    std::apply(
+        [&](const auto&... e) { ((out = Codec<std::decay_t<decltype(e)>>::encode(e, out)), ...); },
+        t);
     return out;
   }
   static bool decode(Reader& in, std::tuple<Ts...>& t) {
-    return std::apply([&](auto&... e) { return (Codec<std::decay_t<decltype(e)>>::decode(in, e) && ...); }, t);
+    return std::apply(
+        [&](auto&... e) { return (Codec<std::decay_t<decltype(e)>>::decode(in, e) && ...); }, t);
   }
 };
 

@@ -3,8 +3,8 @@
 //   FlowBuilder flow;
 //   auto p1 = flow.process<struct P1>("p1");
 //   auto p2 = flow.process<struct P2>("p2");
-//   p1.source_iter(std::vector<int>{1, 2, 3}).send(p2).for_each([](int x) { std::printf("%d\n", x); });
-//   return run(flow, argc, argv);
+//   p1.source_iter(std::vector<int>{1, 2, 3}).send(p2).for_each([](int x) { std::printf("%d\n", x);
+//   }); return run(flow, argc, argv);
 //
 // Building a flow only records IR (sluice/ir.hpp); nothing runs until run(). Streams are cheap
 // handles; using one twice fans its batches out to both consumers. Element types that cross a
@@ -51,7 +51,9 @@ class RangeCursor final : public ir::SourceCursor {
  public:
   using T = std::ranges::range_value_t<R>;
   explicit RangeCursor(std::shared_ptr<const R> range)
-      : range_(std::move(range)), it_(std::ranges::begin(*range_)), end_(std::ranges::end(*range_)) {}
+      : range_(std::move(range)),
+        it_(std::ranges::begin(*range_)),
+        end_(std::ranges::end(*range_)) {}
   ir::AnyBatch next(size_t max) override {
     auto b = std::make_shared<ir::Batch<T>>();
     b->items.reserve(std::min<size_t>(max, 1u << 16));
@@ -82,11 +84,14 @@ ir::EdgeCodec make_edge_codec() {
   };
   c.encode = [](const ir::BatchBase& b, uint8_t* out, ZeroCopySink* sink) {
     const auto& items = static_cast<const ir::Batch<T>&>(b).items;
-    if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>) {
+    if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> &&
+                  !std::is_same_v<T, bool>) {
       (void)sink;
       std::memcpy(out, items.data(), items.size() * sizeof(T));
       return out + items.size() * sizeof(T);
-    } else if constexpr (requires(const T& v, ZeroCopySink& s) { Codec<T>::encode_gather(v, out, s); }) {
+    } else if constexpr (requires(const T& v, ZeroCopySink& s) {
+                           Codec<T>::encode_gather(v, out, s);
+                         }) {
       if (sink != nullptr) {
         for (const auto& e : items) out = Codec<T>::encode_gather(e, out, *sink);
       } else {
@@ -102,7 +107,8 @@ ir::EdgeCodec make_edge_codec() {
   c.decode = [](std::span<const uint8_t> bytes, uint32_t count,
                 const std::shared_ptr<const void>& owner) -> Result<ir::AnyBatch> {
     auto b = std::make_shared<ir::Batch<T>>();
-    if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>) {
+    if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> &&
+                  !std::is_same_v<T, bool>) {
       if (bytes.size() != size_t{count} * sizeof(T)) {
         return make_error("frame of " + std::to_string(count) + " elements of " +
                           std::to_string(sizeof(T)) + " bytes carries " +
@@ -123,8 +129,8 @@ ir::EdgeCodec make_edge_codec() {
       for (uint32_t i = 0; i < count; ++i) {
         T v{};
         if (!Codec<T>::decode(in, v)) {
-          return make_error("element " + std::to_string(i) + " of " + std::to_string(count) +
-                            ": " + in.error());
+          return make_error("element " + std::to_string(i) + " of " + std::to_string(count) + ": " +
+                            in.error());
         }
         b->items.push_back(std::move(v));
       }
@@ -154,7 +160,7 @@ class Stream {
 
   // Applies `f` to each element.
   template <typename F>
-    requires std::invocable<F&, const T&>
+  requires std::invocable<F&, const T&>
   auto map(F f) const {
     using U = std::decay_t<std::invoke_result_t<F&, const T&>>;
     return add<U>("map", [f]() -> ir::TransformFn {
@@ -170,8 +176,8 @@ class Stream {
 
   // Keeps the elements for which `pred` is true.
   template <typename F>
-    requires std::predicate<F&, const T&>
-  Stream<T, L, B, O, R> filter(F pred) const {
+  requires std::predicate<F&, const T&> Stream<T, L, B, O, R> filter(F pred)
+  const {
     return add<T>("filter", [pred]() -> ir::TransformFn {
       return [pred](const ir::AnyBatch& in) mutable -> ir::AnyBatch {
         const auto& xs = ir::items_of<T>(in);
@@ -186,7 +192,7 @@ class Stream {
 
   // Runs `f` on each element, in order. Needs a totally ordered, exactly-once stream.
   template <typename F>
-    requires std::invocable<F&, const T&>
+  requires std::invocable<F&, const T&>
   void for_each(F f) const {
     static_assert(std::is_same_v<O, TotalOrder>,
                   "for_each needs a TotalOrder stream: call assume_ordering(nondet(...)) first");
@@ -208,9 +214,8 @@ class Stream {
   // Process -> Process: one ordered channel. The receiver sees a prefix of what was sent; after
   // a failure nothing more arrives. Ordering and retries are kept.
   template <typename Tag2>
-  Stream<T, Process<Tag2>, Unbounded, O, R> send(const Process<Tag2>& to) const
-    requires Encodable<T>
-  {
+  Stream<T, Process<Tag2>, Unbounded, O, R> send(
+      const Process<Tag2>& to) const requires Encodable<T> {
     ir::Node n;
     n.kind = ir::NodeKind::kNetwork;
     n.op = "send";
@@ -267,7 +272,8 @@ class Process {
 
  private:
   friend class FlowBuilder;
-  Process(std::shared_ptr<detail::FlowState> flow, uint32_t loc) : flow_(std::move(flow)), loc_(loc) {}
+  Process(std::shared_ptr<detail::FlowState> flow, uint32_t loc)
+      : flow_(std::move(flow)), loc_(loc) {}
   std::shared_ptr<detail::FlowState> flow_;
   uint32_t loc_;
 };
@@ -279,7 +285,8 @@ class FlowBuilder {
 
   template <typename Tag>
   Process<Tag> process(std::string name) {
-    return Process<Tag>(state_, state_->graph.add_location(std::move(name), ir::LocationKind::kProcess));
+    return Process<Tag>(state_,
+                        state_->graph.add_location(std::move(name), ir::LocationKind::kProcess));
   }
 
   const ir::Graph& graph() const { return state_->graph; }

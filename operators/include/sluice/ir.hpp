@@ -70,8 +70,8 @@ using SinkFn = std::function<void(const AnyBatch&)>;
 struct Node {
   uint32_t id = 0;
   NodeKind kind = NodeKind::kSource;
-  std::string op;             // "source_iter", "map", "send", ... (for dumps and errors)
-  uint32_t location = 0;      // where the node runs; for kNetwork, the sending side
+  std::string op;         // "source_iter", "map", "send", ... (for dumps and errors)
+  uint32_t location = 0;  // where the node runs; for kNetwork, the sending side
   std::vector<uint32_t> inputs;
   // Factories: each member instance gets its own body, so per-member state stays separate.
   std::function<std::unique_ptr<SourceCursor>()> make_source;

@@ -38,7 +38,7 @@ class Layout {
   std::optional<uint32_t> first_rank(std::string_view location) const;
   std::optional<uint32_t> count_of(std::string_view location) const;
   MemberRef member_of(uint32_t rank) const;  // rank < size()
-  std::string to_string() const;              // the parseable form
+  std::string to_string() const;             // the parseable form
 
  private:
   std::vector<LocationSpec> locations_;

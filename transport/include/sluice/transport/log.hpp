@@ -17,15 +17,15 @@ void set_log_member(std::string member);  // e.g. "p2/0"; empty for none
 
 #define SLUICE_LOG_ERROR(...) ::sluice::log(::sluice::LogLevel::kError, __VA_ARGS__)
 #define SLUICE_LOG_WARN(...) ::sluice::log(::sluice::LogLevel::kWarn, __VA_ARGS__)
-#define SLUICE_LOG_INFO(...)                                                   \
-  do {                                                                         \
-    if (::sluice::log_level() >= ::sluice::LogLevel::kInfo)                    \
-      ::sluice::log(::sluice::LogLevel::kInfo, __VA_ARGS__);                   \
+#define SLUICE_LOG_INFO(...)                                 \
+  do {                                                       \
+    if (::sluice::log_level() >= ::sluice::LogLevel::kInfo)  \
+      ::sluice::log(::sluice::LogLevel::kInfo, __VA_ARGS__); \
   } while (0)
-#define SLUICE_LOG_DEBUG(...)                                                  \
-  do {                                                                         \
-    if (::sluice::log_level() >= ::sluice::LogLevel::kDebug)                   \
-      ::sluice::log(::sluice::LogLevel::kDebug, __VA_ARGS__);                  \
+#define SLUICE_LOG_DEBUG(...)                                 \
+  do {                                                        \
+    if (::sluice::log_level() >= ::sluice::LogLevel::kDebug)  \
+      ::sluice::log(::sluice::LogLevel::kDebug, __VA_ARGS__); \
   } while (0)
 
 }  // namespace sluice

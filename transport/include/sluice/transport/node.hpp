@@ -56,10 +56,10 @@ class RxFrame {
  private:
   friend class Node;
   Node* node_ = nullptr;
-  void* ucx_data_ = nullptr;        // UCX persistent descriptor, released on the progress thread
-  PooledBuffer heap_;               // or a buffer we own (rendezvous, realigned copies)
+  void* ucx_data_ = nullptr;  // UCX persistent descriptor, released on the progress thread
+  PooledBuffer heap_;         // or a buffer we own (rendezvous, realigned copies)
   std::shared_ptr<const void> shared_;  // heap_, once shared
-  size_t wire_bytes_ = 0;           // what the sender's window counted
+  size_t wire_bytes_ = 0;               // what the sender's window counted
   DataFrameView view_;
 };
 
@@ -68,8 +68,8 @@ enum class SendStatus { kOk, kPeerLost, kShutdown };
 struct PeerStats {
   uint64_t frames_sent = 0, bytes_sent = 0, frames_received = 0, bytes_received = 0;
   uint64_t frames_rejected = 0;
-  uint64_t blocked_ns = 0;   // time senders waited for window
-  std::string lanes;         // transports UCX chose for the endpoint
+  uint64_t blocked_ns = 0;  // time senders waited for window
+  std::string lanes;        // transports UCX chose for the endpoint
   bool lost = false;
   std::string lost_reason;
 };

@@ -32,8 +32,8 @@ struct RunOptions {
   TransportOptions transport;
   std::map<std::string, uint32_t> cluster_sizes;  // --sluice-cluster name=N (embedded)
   std::string layout;                             // --sluice-layout (mpirun/PMIx)
-  uint32_t batch = 65536;         // most elements a source yields per tick
-  size_t tick_bytes = 1u << 20;   // aim of a tick's output per destination (adapts batch)
+  uint32_t batch = 65536;                         // most elements a source yields per tick
+  size_t tick_bytes = 1u << 20;  // aim of a tick's output per destination (adapts batch)
   BindMode bind = BindMode::kNone;
   bool verbose = false;
   bool stats = false;
