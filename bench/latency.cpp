@@ -31,6 +31,7 @@
 #include "sluice/transport/bootstrap.hpp"
 #include "sluice/transport/node.hpp"
 #include "sluice/transport/options.hpp"
+#include "sluice/transport/placement.hpp"
 
 namespace {
 
@@ -83,13 +84,8 @@ bool parse(int argc, char** argv, Options& o) {
 }
 
 void bind_to_core(uint32_t rank) {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  if (n <= 0) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(static_cast<int>(rank % static_cast<uint32_t>(n)), &set);
-  if (sched_setaffinity(0, sizeof set, &set) != 0) {
-    std::fprintf(stderr, "sluice_latency: could not bind rank %u to a core\n", rank);
+  if (auto s = sluice::transport::bind_to_core(rank); !s) {
+    std::fprintf(stderr, "sluice_latency: %s\n", s.error().c_str());
   }
 }
 

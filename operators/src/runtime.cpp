@@ -21,6 +21,7 @@
 #include "sluice/transport/log.hpp"
 #include "sluice/transport/node.hpp"
 #include "sluice/transport/options.hpp"
+#include "sluice/transport/placement.hpp"
 
 namespace sluice {
 namespace {
@@ -389,17 +390,6 @@ Status check_layout(const ir::Graph& g, const Layout& layout) {
   return {};
 }
 
-void bind_to_core(uint32_t rank) {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  if (n <= 0) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(static_cast<int>(rank % static_cast<uint32_t>(n)), &set);
-  if (sched_setaffinity(0, sizeof set, &set) != 0) {
-    SLUICE_LOG_WARN("could not bind rank %u to core %u", rank, rank % static_cast<uint32_t>(n));
-  }
-}
-
 int run_embedded(const ir::Graph& g, const RunOptions& opts) {
   std::vector<transport::LocationSpec> specs;
   for (const auto& loc : g.locations()) {
@@ -468,7 +458,9 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
     SLUICE_LOG_ERROR("%s", s.error().c_str());
     return 2;
   }
-  if (opts.bind == transport::BindMode::kCore) bind_to_core(env->rank);
+  if (opts.bind == transport::BindMode::kCore) {
+    if (auto s = transport::bind_to_core(env->rank); !s) SLUICE_LOG_WARN("%s", s.error().c_str());
+  }
   auto node = Node::create(opts.transport, env->rank, env->layout.size(), env->job_id,
                            env->location + "/" + std::to_string(env->member));
   if (!node) {
