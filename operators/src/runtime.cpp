@@ -1,7 +1,6 @@
 // The runtime: lowers each local member's part of the IR onto a oneTBB flow graph that moves
 // batches, connects network edges to transport::Node channels, and drives ticks. This is the one
 // place where flow-graph nodes meet the transport.
-#include <sched.h>
 #include <unistd.h>
 
 #include <oneapi/tbb/flow_graph.h>
