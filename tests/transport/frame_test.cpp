@@ -12,7 +12,7 @@ namespace {
 // An 8-aligned copy of some bytes, as a receive buffer would be.
 struct Aligned {
   explicit Aligned(std::span<const uint8_t> b) : mem((b.size() + 7) / 8 + 1), size(b.size()) {
-    std::memcpy(mem.data(), b.data(), b.size());
+    if (!b.empty()) std::memcpy(mem.data(), b.data(), b.size());
   }
   std::span<const uint8_t> bytes() const {
     return {reinterpret_cast<const uint8_t*>(mem.data()), size};
@@ -25,7 +25,7 @@ struct Aligned {
 OwnedFrame make_frame(uint32_t count, const std::vector<uint8_t>& payload, uint32_t dst = 1) {
   DataFrameBuilder b(/*edge=*/7, /*src=*/0, dst, /*seq=*/3, /*tick=*/9);
   uint8_t* p = b.reserve_elements(count, payload.size());
-  std::memcpy(p, payload.data(), payload.size());
+  if (!payload.empty()) std::memcpy(p, payload.data(), payload.size());
   return b.finish();
 }
 
