@@ -7,6 +7,7 @@
 #include <oneapi/tbb/task_arena.h>
 
 #include <atomic>
+#include <cassert>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -61,8 +62,8 @@ class MemberRuntime {
   bool run() {
     lower();
     find_consumers();
+    find_upstreams();
     uint64_t tick = 0;
-    bool closed = false;
     for (;;) {
       node_.progress();  // spin mode: this thread drives the transport
       uint64_t seen = node_.activity();
@@ -71,6 +72,8 @@ class MemberRuntime {
       size_t pulled = 0;
       for (auto& s : sources_) {
         if (s.cursor->exhausted() || abandon_if_useless(s)) continue;
+        // Back-pressure: a source whose output still waits for window does not pull more.
+        if (feeds_blocked_send(s)) continue;
         ir::AnyBatch b = s.cursor->next(batch_);
         pulled += b->size();
         if (b->size() > 0) {
@@ -78,6 +81,8 @@ class MemberRuntime {
           work = true;
         }
       }
+      // Inputs are always taken, even while an output is blocked: the peer we wait on may be
+      // waiting for us to consume (two members sending to each other).
       for (auto& r : recvs_) {
         rx_.clear();
         node_.take(r.edge, rx_, 64);
@@ -97,14 +102,9 @@ class MemberRuntime {
       rx_.clear();  // releases receive descriptors and returns credit
       size_t produced = flush(tick);
       adapt_batch(pulled, produced);
+      close_finished_outputs();
 
-      if (!closed && inputs_complete()) {
-        for (auto& s : sends_) {
-          if (!s.failed) node_.close_output(s.edge, s.dst);
-        }
-        closed = true;
-      }
-      if (closed && node_.outputs_drained()) break;
+      if (all_done()) break;
       if (!work) node_.wait_activity(seen, std::chrono::milliseconds(100));
     }
     bool complete = decode_errors_ == 0;
@@ -127,15 +127,21 @@ class MemberRuntime {
   struct Recv {
     uint32_t edge;
     uint32_t src;
+    uint32_t ir_node;
     const ir::EdgeCodec* codec;
     flow::broadcast_node<ir::AnyBatch>* entry;
   };
   struct Send {
     uint32_t edge;
     uint32_t dst;
+    uint32_t ir_node;
     const ir::EdgeCodec* codec;
-    std::vector<ir::AnyBatch> pending;  // this tick's batches, encoded into one frame at flush
+    std::vector<ir::AnyBatch> pending;  // batches not yet sent, encoded into one frame at flush
     bool failed = false;
+    bool blocked = false;  // the last flush found the window full
+    bool closed = false;
+    std::vector<size_t> sources;  // what feeds it here: indices into sources_
+    std::vector<size_t> recvs;    // and into recvs_
   };
 
   void lower() {
@@ -172,7 +178,7 @@ class MemberRuntime {
         case ir::NodeKind::kNetwork: {
           if (here) {
             uint32_t dst = *layout_.first_rank(g_.location(n.to_location).name);
-            sends_.push_back(Send{n.edge, dst, &n.codec, {}, false});
+            sends_.push_back(Send{n.edge, dst, n.id, &n.codec, {}, false, false, false, {}, {}});
             size_t idx = sends_.size() - 1;
             auto* fn = own(std::make_unique<flow::function_node<ir::AnyBatch, flow::continue_msg>>(
                 graph_, flow::serial, [this, idx](const ir::AnyBatch& b) {
@@ -184,7 +190,7 @@ class MemberRuntime {
           if (n.to_location == location_) {
             uint32_t src = *layout_.first_rank(g_.location(n.location).name);
             auto* b = own(std::make_unique<flow::broadcast_node<ir::AnyBatch>>(graph_));
-            recvs_.push_back(Recv{n.edge, src, &n.codec, b});
+            recvs_.push_back(Recv{n.edge, src, n.id, &n.codec, b});
             out[n.id] = b;
           }
           break;
@@ -222,6 +228,65 @@ class MemberRuntime {
     }
   }
 
+  // Which local sources and inputs feed each output, so each output closes as soon as its own
+  // inputs are done (two members sending to each other must not wait for one another).
+  void find_upstreams() {
+    std::map<uint32_t, size_t> source_of, recv_of;
+    for (size_t i = 0; i < sources_.size(); ++i) source_of[sources_[i].ir_node] = i;
+    for (size_t i = 0; i < recvs_.size(); ++i) recv_of[recvs_[i].ir_node] = i;
+    for (auto& out : sends_) {
+      std::vector<uint32_t> stack(g_.nodes()[out.ir_node].inputs);
+      std::set<uint32_t> seen;
+      while (!stack.empty()) {
+        uint32_t id = stack.back();
+        stack.pop_back();
+        if (!seen.insert(id).second) continue;
+        if (auto it = source_of.find(id); it != source_of.end()) out.sources.push_back(it->second);
+        if (auto it = recv_of.find(id); it != recv_of.end()) {
+          out.recvs.push_back(it->second);
+          continue;  // upstream of a receive is another member's business
+        }
+        for (uint32_t in : g_.nodes()[id].inputs) stack.push_back(in);
+      }
+    }
+  }
+
+  bool feeds_blocked_send(const Source& s) const {
+    for (size_t i : s.sends) {
+      if (sends_[i].blocked) return true;
+    }
+    return false;
+  }
+
+  bool source_done(const Source& s) const { return s.abandoned || s.cursor->exhausted(); }
+
+  // Closes every output whose sources are exhausted, whose inputs are finished and whose last
+  // batches have left: the receiver sees end-of-stream after them.
+  void close_finished_outputs() {
+    for (auto& out : sends_) {
+      if (out.closed || !out.pending.empty()) continue;
+      bool done = true;
+      for (size_t i : out.sources) done = done && source_done(sources_[i]);
+      for (size_t i : out.recvs) done = done && node_.input_finished(recvs_[i].edge);
+      if (!done) continue;
+      if (!out.failed) node_.close_output(out.edge, out.dst);
+      out.closed = true;
+    }
+  }
+
+  bool all_done() const {
+    for (const auto& s : sources_) {
+      if (!source_done(s)) return false;
+    }
+    for (const auto& r : recvs_) {
+      if (!node_.input_finished(r.edge)) return false;
+    }
+    for (const auto& out : sends_) {
+      if (!out.closed) return false;
+    }
+    return node_.outputs_drained();
+  }
+
   bool abandon_if_useless(Source& s) {
     if (s.abandoned) return true;
     if (s.local_sink || s.sends.empty()) return false;
@@ -240,10 +305,13 @@ class MemberRuntime {
     return raw;
   }
 
-  // One frame per (edge, destination) per tick, split only past the frame size limit.
+  // One frame per (edge, destination) per tick, split only past the frame size limit. A frame
+  // the window cannot take yet stays pending (with what follows) for a later tick: the runtime
+  // thread never blocks on a peer, so it keeps consuming its own inputs meanwhile.
   size_t flush(uint64_t tick) {
     size_t total = 0;
     for (auto& s : sends_) {
+      s.blocked = false;
       if (s.pending.empty()) continue;
       if (s.failed) {
         s.pending.clear();
@@ -261,12 +329,13 @@ class MemberRuntime {
           ++j;
         }
         if (bytes > limit) {
+          // Losing elements silently would break exactly-once: the channel stops instead.
           SLUICE_LOG_ERROR(
               "edge %u: a batch encodes to %zu bytes, over the %zu-byte frame limit "
-              "(--sluice-max-frame); it is dropped",
+              "(--sluice-max-frame); the channel stops here",
               s.edge, bytes, limit);
-          i = j;
-          continue;
+          s.failed = true;
+          break;
         }
         // Large payloads (e.g. Bytes) are left as holes and sent from their own memory; the
         // batches stay alive with the frame until UCX is done with them.
@@ -283,9 +352,16 @@ class MemberRuntime {
             [&](uint8_t* p, std::vector<transport::FrameHole>& holes) {
               Holes sink;
               sink.out = &holes;
+              uint8_t* const start = p;
               for (size_t k = i; k < j; ++k) p = s.codec->encode(*s.pending[k], p, &sink);
+              assert(p == start + bytes && "a Codec's size() disagrees with its encode()");
+              (void)start;
             },
-            keep);
+            keep, /*wait=*/false);
+        if (st == transport::SendStatus::kWouldBlock) {
+          s.blocked = true;
+          break;
+        }
         if (st != transport::SendStatus::kOk) {
           SLUICE_LOG_ERROR("edge %u: sending to rank %u failed (%s); this channel stops here",
                            s.edge, s.dst,
@@ -296,7 +372,11 @@ class MemberRuntime {
         total += bytes;
         i = j;
       }
-      s.pending.clear();
+      if (s.failed) {
+        s.pending.clear();
+      } else {
+        s.pending.erase(s.pending.begin(), s.pending.begin() + static_cast<long>(i));
+      }
     }
     return total;
   }
@@ -310,16 +390,6 @@ class MemberRuntime {
     } else if (pulled >= batch_ && produced * 2 <= opts_.tick_bytes) {
       batch_ = std::min<size_t>(opts_.batch, batch_ * 2);
     }
-  }
-
-  bool inputs_complete() const {
-    for (const auto& s : sources_) {
-      if (!s.cursor->exhausted() && !s.abandoned) return false;
-    }
-    for (const auto& r : recvs_) {
-      if (!node_.input_finished(r.edge)) return false;
-    }
-    return true;
   }
 
   const ir::Graph& g_;
@@ -432,7 +502,13 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
   std::vector<std::thread> threads;
   for (uint32_t r = 0; r < members.size(); ++r) {
     threads.emplace_back([&ok, mr = members[r].get(), node = nodes[r].get()] {
-      if (!mr->run()) ok = false;
+      try {
+        if (!mr->run()) ok = false;
+      } catch (const std::exception& e) {
+        // User code threw inside this member's graph: report it, end this member cleanly.
+        SLUICE_LOG_ERROR("%s: unhandled exception: %s", mr->name().c_str(), e.what());
+        ok = false;
+      }
       // Leave as soon as this member is done, as a launched process would: its last
       // acknowledgements go out now (in spin mode nobody else would send them).
       node->shutdown();

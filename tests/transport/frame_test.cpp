@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "sluice/transport/frame.hpp"
+#include "sluice/wire/control_generated.h"
 
 namespace sluice::transport {
 namespace {
@@ -171,6 +172,20 @@ TEST(Frame, EveryControlKindRoundTrips) {
       EXPECT_EQ(c->job, "job-x");
       EXPECT_EQ(c->pid, 1234u);
     }
+  }
+}
+
+TEST(Frame, ControlFrameWithATypeButNoBodyIsRejected) {
+  for (auto type :
+       {wire::ControlBody::Hello, wire::ControlBody::Heartbeat, wire::ControlBody::Credit,
+        wire::ControlBody::Close, wire::ControlBody::CloseAck}) {
+    flatbuffers::FlatBufferBuilder fbb;
+    fbb.Finish(wire::CreateControl(fbb, /*src=*/0, /*dst=*/1, type, /*body=*/0),
+               wire::ControlIdentifier());
+    Aligned a({fbb.GetBufferPointer(), fbb.GetSize()});
+    auto c = decode_control(a.bytes(), kCheck);
+    ASSERT_FALSE(c) << "body type " << static_cast<int>(type);
+    EXPECT_NE(c.error().find("has no body"), std::string::npos) << c.error();
   }
 }
 

@@ -66,6 +66,14 @@ class NodeTest : public ::testing::TestWithParam<Mode> {
     return true;
   }
 
+  // Members leave together, as processes of a job do: each one's shutdown flushes to the
+  // others, which (in spin mode) only progress while their own shutdown runs.
+  void TearDown() override {
+    std::vector<std::thread> leaving;
+    for (auto& n : nodes_) leaving.emplace_back([&n] { n->shutdown(); });
+    for (auto& t : leaving) t.join();
+  }
+
   // Spin mode has no progress thread: the test drives every node it owns (no-op when adaptive).
   void progress_all() {
     for (auto& n : nodes_) n->progress();

@@ -219,9 +219,14 @@ Result<ControlMsg> decode_control(std::span<const uint8_t> frame, const FrameChe
     return make_error("control frame addressed to rank " + std::to_string(m.dst) +
                       " arrived at rank " + std::to_string(check.self_rank));
   }
+  // The verifier accepts a union whose body is absent; every case checks before reading.
+  auto missing = [&](const char* what) {
+    return make_error(std::string("control frame of type ") + what + " has no body");
+  };
   switch (c->body_type()) {
     case wire::ControlBody::Hello: {
       const auto* h = c->body_as_Hello();
+      if (h == nullptr) return missing("Hello");
       m.kind = ControlKind::kHello;
       m.job = h->job() ? h->job()->str() : "";
       m.pid = h->pid();
@@ -232,25 +237,37 @@ Result<ControlMsg> decode_control(std::span<const uint8_t> frame, const FrameChe
       }
       break;
     }
-    case wire::ControlBody::Heartbeat:
+    case wire::ControlBody::Heartbeat: {
+      const auto* b = c->body_as_Heartbeat();
+      if (b == nullptr) return missing("Heartbeat");
       m.kind = ControlKind::kHeartbeat;
-      m.value = c->body_as_Heartbeat()->sent_ns();
+      m.value = b->sent_ns();
       break;
-    case wire::ControlBody::Credit:
+    }
+    case wire::ControlBody::Credit: {
+      const auto* b = c->body_as_Credit();
+      if (b == nullptr) return missing("Credit");
       m.kind = ControlKind::kCredit;
-      m.edge = c->body_as_Credit()->edge();
-      m.value = c->body_as_Credit()->bytes();
+      m.edge = b->edge();
+      m.value = b->bytes();
       break;
-    case wire::ControlBody::Close:
+    }
+    case wire::ControlBody::Close: {
+      const auto* b = c->body_as_Close();
+      if (b == nullptr) return missing("Close");
       m.kind = ControlKind::kClose;
-      m.edge = c->body_as_Close()->edge();
-      m.value = c->body_as_Close()->last_seq();
+      m.edge = b->edge();
+      m.value = b->last_seq();
       break;
-    case wire::ControlBody::CloseAck:
+    }
+    case wire::ControlBody::CloseAck: {
+      const auto* b = c->body_as_CloseAck();
+      if (b == nullptr) return missing("CloseAck");
       m.kind = ControlKind::kCloseAck;
-      m.edge = c->body_as_CloseAck()->edge();
-      m.value = c->body_as_CloseAck()->last_seq();
+      m.edge = b->edge();
+      m.value = b->last_seq();
       break;
+    }
     case wire::ControlBody::Bye:
       m.kind = ControlKind::kBye;
       break;

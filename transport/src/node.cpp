@@ -69,6 +69,7 @@ struct Node::Impl {
     uint64_t in_flight = 0;
     bool closed = false;
     bool acked = false;
+    Clock::time_point blocked_since{};  // a non-waiting send found the window full
   };
   struct InChannel {
     uint64_t expected = 1;  // next sequence number
@@ -131,6 +132,8 @@ struct Node::Impl {
   bool in_callback_dropped = false;
 
   // ------------------------------------------------------------------------------------------
+  // Announces activity to waiting runtime threads. Call with mu held: a waiter checks the
+  // counter under mu, so a bump outside it could fall between that check and its sleep.
   void bump() {
     activity.fetch_add(1, std::memory_order_release);
     cv.notify_all();
@@ -319,8 +322,19 @@ struct Node::Impl {
     a->src = src;
     a->length = length;
     ucs_status_t ret = UCS_OK;
+    // No exception may cross UCX's C frames: a failed allocation rejects the frame instead.
+    try {
+      if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) ||
+          !(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) ||
+          reinterpret_cast<uintptr_t>(data) % 8 != 0) {
+        a->heap = pool_allocate(length);
+      }
+    } catch (const std::bad_alloc&) {
+      reject(src, "no memory for a frame of " + std::to_string(length) + " bytes");
+      break_channels_from(src);
+      return UCS_OK;
+    }
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
-      a->heap = pool_allocate(length);
       a->data = a->heap.get();
       ucp_request_param_t p{};
       p.op_attr_mask =
@@ -344,7 +358,6 @@ struct Node::Impl {
       ret = UCS_INPROGRESS;
     } else {
       // Transient or misaligned data: copy into an aligned buffer.
-      a->heap = pool_allocate(length);
       std::memcpy(a->heap.get(), data, length);
       a->data = a->heap.get();
       a->ready = true;
@@ -364,7 +377,10 @@ struct Node::Impl {
     while (!q.empty() && q.front()->ready) {
       std::unique_ptr<Arrival> a = std::move(q.front());
       q.pop_front();
-      if (a->failed) continue;
+      if (a->failed) {
+        break_channels_from(src);  // a frame of this peer is gone: its channels have a gap
+        continue;
+      }
       auto v = decode_data_frame({a->data, a->length}, check);
       auto drop = [&](const std::string& why) {
         if (a->ucx_data != nullptr && a->ucx_data == in_callback_data) {
@@ -376,11 +392,13 @@ struct Node::Impl {
       };
       if (!v) {
         drop(v.error());
+        break_channels_from(src);
         continue;
       }
       if (v->src != src) {
         drop("frame says it is from rank " + std::to_string(v->src) + " but its header says " +
              std::to_string(src));
+        break_channels_from(src);
         continue;
       }
       std::unique_lock lock(mu);
@@ -418,7 +436,20 @@ struct Node::Impl {
       in.ready.push_back(std::move(f));
       delivered = true;
     }
-    if (delivered) bump();
+    if (delivered) {
+      std::lock_guard lock(mu);
+      bump();
+    }
+  }
+
+  // A frame from `src` was lost before we could tell its channel: every channel from `src` has
+  // a gap now, so each stops with the prefix it delivered (and none waits for a Close forever).
+  void break_channels_from(uint32_t src) {
+    std::lock_guard lock(mu);
+    for (auto& [k, in] : ins) {
+      if (k.peer == src && !channel_closed(in)) in.broken = true;
+    }
+    bump();
   }
 
   ucs_status_t receive_control(const void* header, size_t header_length, void* data, size_t length,
@@ -476,10 +507,19 @@ struct Node::Impl {
       }
       case ControlKind::kClose: {
         auto it = ins.find({m.edge, m.src});
-        if (it != ins.end() && m.value >= it->second.expected - 1) {
-          it->second.close_at = m.value == 0 ? UINT64_MAX : m.value;
-          if (m.value == 0) it->second.expected = UINT64_MAX;  // closed before any frame
+        if (it == ins.end()) break;
+        if (m.value < it->second.expected - 1) {
+          // The sender says it sent less than we already delivered: the channel cannot be
+          // trusted any further.
+          SLUICE_LOG_ERROR("%s closed edge %u after frame %llu, but frame %llu already arrived",
+                           peer_names[m.src].c_str(), m.edge,
+                           static_cast<unsigned long long>(m.value),
+                           static_cast<unsigned long long>(it->second.expected - 1));
+          it->second.broken = true;
+          break;
         }
+        it->second.close_at = m.value == 0 ? UINT64_MAX : m.value;
+        if (m.value == 0) it->second.expected = UINT64_MAX;  // closed before any frame
         break;
       }
       case ControlKind::kCloseAck: {
@@ -655,35 +695,42 @@ struct Node::Impl {
       }
     }
     for (uint32_t r = 0; r < job_size; ++r) record_lanes(r);
-    std::vector<ucs_status_ptr_t> closing;
-    for (uint32_t r = 0; r < job_size; ++r) {
-      if (eps[r] == nullptr) continue;
-      bool lost;
-      {
-        std::lock_guard lock(mu);
-        lost = peers[r].lost;
+    // A completed send only means its buffer is free again. Flush the endpoints of peers still
+    // running so our last acknowledgements and Bye reach them, then close those endpoints
+    // gracefully. Endpoints of peers that are gone (lost, or said Bye) are left to
+    // ucp_worker_destroy: a forced close needs UCX's peer-error mode, which we do not use.
+    auto live = [&](uint32_t r) {
+      std::lock_guard lock(mu);
+      return r != self && eps[r] != nullptr && !peers[r].lost && !peers[r].bye;
+    };
+    auto wait_all = [&](std::vector<ucs_status_ptr_t>& reqs, const char* what) {
+      auto until = Clock::now() + std::chrono::seconds(1);
+      for (auto req : reqs) {
+        while (ucp_request_check_status(req) == UCS_INPROGRESS && Clock::now() < until) {
+          ucp_worker_progress(worker.get());
+        }
+        if (ucp_request_check_status(req) == UCS_INPROGRESS) {
+          SLUICE_LOG_INFO("an endpoint %s did not finish within 1 s", what);
+        }
+        ucp_request_free(req);
       }
-      // Every channel was acknowledged by our own Close/CloseAck handshake and the Bye has left,
-      // so nothing is owed to the peer; a flushing close would wait on a peer that may already
-      // have destroyed its worker.
-      (void)lost;
-      ucp_request_param_t p{};
-      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-      ucs_status_ptr_t req = ucp_ep_close_nbx(eps[r], &p);
-      if (UCS_PTR_IS_PTR(req)) closing.push_back(req);
+      reqs.clear();
+    };
+    std::vector<ucs_status_ptr_t> reqs;
+    ucp_request_param_t none{};
+    for (uint32_t r = 0; r < job_size; ++r) {
+      if (!live(r)) continue;
+      ucs_status_ptr_t req = ucp_ep_flush_nbx(eps[r], &none);
+      if (UCS_PTR_IS_PTR(req)) reqs.push_back(req);
+    }
+    wait_all(reqs, "flush");
+    for (uint32_t r = 0; r < job_size; ++r) {
+      if (!live(r)) continue;
+      ucs_status_ptr_t req = ucp_ep_close_nbx(eps[r], &none);
+      if (UCS_PTR_IS_PTR(req)) reqs.push_back(req);
       eps[r] = nullptr;
     }
-    deadline = Clock::now() + std::chrono::seconds(2);
-    for (auto req : closing) {
-      while (ucp_request_check_status(req) == UCS_INPROGRESS && Clock::now() < deadline) {
-        ucp_worker_progress(worker.get());
-      }
-      if (ucp_request_check_status(req) == UCS_INPROGRESS) {
-        SLUICE_LOG_WARN("an endpoint did not finish closing within 2 s");
-      }
-      ucp_request_free(req);
-    }
+    wait_all(reqs, "close");
   }
 
   Node* owner = nullptr;
@@ -901,13 +948,14 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
 
 SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
                            const std::function<void(uint8_t*, std::vector<FrameHole>&)>& encode,
-                           std::shared_ptr<const void> keepalive) {
+                           std::shared_ptr<const void> keepalive, bool wait) {
   auto& im = *impl_;
   uint64_t seq;
   {
     std::unique_lock lock(im.mu);
     auto it = im.outs.find({edge, dst});
     assert(it != im.outs.end() && "send on an undeclared channel");
+    if (it == im.outs.end()) return SendStatus::kShutdown;
     Impl::OutChannel& out = it->second;
     uint64_t need = bytes + 128;
     auto blocked_from = Clock::now();
@@ -918,6 +966,10 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
     // window/4 + one frame.
     while (!im.peers[dst].lost && !im.stop.load() && out.in_flight > im.opts.window_bytes / 4 &&
            out.in_flight + need > im.opts.window_bytes) {
+      if (!wait) {
+        if (out.blocked_since == Clock::time_point{}) out.blocked_since = Clock::now();
+        return SendStatus::kWouldBlock;
+      }
       blocked = true;
       if (im.opts.progress == ProgressMode::kSpin) {
         lock.unlock();
@@ -936,6 +988,12 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
     }
     if (im.peers[dst].lost) return SendStatus::kPeerLost;
     if (im.stop.load()) return SendStatus::kShutdown;
+    if (out.blocked_since != Clock::time_point{}) {  // a non-waiting sender was held back
+      im.peers[dst].stats.blocked_ns += static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - out.blocked_since)
+              .count());
+      out.blocked_since = {};
+    }
     seq = out.next_seq++;
   }
   DataFrameBuilder b(edge, im.self, dst, seq, tick);

@@ -124,8 +124,9 @@ ir::EdgeCodec make_edge_codec() {
       }
     } else {
       Reader in(bytes, owner);
-      // A lying count must not make us allocate: every element takes at least one byte.
-      b->items.reserve(std::min<size_t>(count, bytes.size()));
+      // A lying count must not make us allocate: reserve at most about the frame's own size;
+      // past that, only elements that really decode (each takes bytes) grow the batch.
+      b->items.reserve(std::min<size_t>(count, bytes.size() / sizeof(T) + 1));
       for (uint32_t i = 0; i < count; ++i) {
         T v{};
         if (!Codec<T>::decode(in, v)) {

@@ -63,7 +63,7 @@ class RxFrame {
   DataFrameView view_;
 };
 
-enum class SendStatus { kOk, kPeerLost, kShutdown };
+enum class SendStatus { kOk, kWouldBlock, kPeerLost, kShutdown };
 
 struct PeerStats {
   uint64_t frames_sent = 0, bytes_sent = 0, frames_received = 0, bytes_received = 0;
@@ -107,10 +107,11 @@ class Node {
   SendStatus send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
                        const std::function<void(uint8_t*)>& encode);
   // The same, where `encode` may leave holes (FrameHole) that are sent straight from their
-  // source memory; `keepalive` keeps those sources alive until the send completes.
+  // source memory; `keepalive` keeps those sources alive until the send completes. With
+  // `wait` false a full window returns kWouldBlock at once (nothing was sent).
   SendStatus send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
                        const std::function<void(uint8_t*, std::vector<FrameHole>&)>& encode,
-                       std::shared_ptr<const void> keepalive);
+                       std::shared_ptr<const void> keepalive, bool wait = true);
   // Ends the channel: the receiver sees end-of-stream after every frame sent so far.
   void close_output(uint32_t edge, uint32_t dst);
   // True once every closed output was acknowledged (or its peer was lost).
