@@ -306,8 +306,10 @@ class MemberRuntime {
   }
 
   // One frame per (edge, destination) per tick, split only past the frame size limit. A frame
-  // the window cannot take yet stays pending (with what follows) for a later tick: the runtime
-  // thread never blocks on a peer, so it keeps consuming its own inputs meanwhile.
+  // the window cannot take within kMaxSendWait stays pending (with what follows) for a later
+  // tick: the runtime thread never waits on a peer for long, so it keeps consuming its own
+  // inputs (two members whose windows are both full would otherwise wait for each other).
+  static constexpr std::chrono::microseconds kMaxSendWait{2000};
   size_t flush(uint64_t tick) {
     size_t total = 0;
     for (auto& s : sends_) {
@@ -357,7 +359,7 @@ class MemberRuntime {
               assert(p == start + bytes && "a Codec's size() disagrees with its encode()");
               (void)start;
             },
-            keep, /*wait=*/false);
+            keep, kMaxSendWait);
         if (st == transport::SendStatus::kWouldBlock) {
           s.blocked = true;
           break;

@@ -139,6 +139,21 @@ struct Node::Impl {
     cv.notify_all();
   }
 
+  // The same without mu held (the hot path: frames delivered). Spin mode has no sleepers: the
+  // counter is all. Adaptive mode counts under mu, so a waiter between its check and its sleep
+  // cannot miss it, and notifies after unlocking, so the woken thread does not block on mu.
+  void announce() {
+    if (opts.progress == ProgressMode::kSpin) {
+      activity.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    {
+      std::lock_guard lock(mu);
+      activity.fetch_add(1, std::memory_order_release);
+    }
+    cv.notify_all();
+  }
+
   void post(Command c) {
     {
       std::lock_guard lock(cmd_mu);
@@ -436,10 +451,7 @@ struct Node::Impl {
       in.ready.push_back(std::move(f));
       delivered = true;
     }
-    if (delivered) {
-      std::lock_guard lock(mu);
-      bump();
-    }
+    if (delivered) announce();
   }
 
   // A frame from `src` was lost before we could tell its channel: every channel from `src` has
@@ -485,7 +497,7 @@ struct Node::Impl {
   }
 
   void handle_control(const ControlMsg& m) {
-    std::lock_guard lock(mu);
+    std::unique_lock lock(mu);
     Peer& p = peers[m.src];
     switch (m.kind) {
       case ControlKind::kHello:
@@ -541,7 +553,9 @@ struct Node::Impl {
         }
         break;
     }
-    bump();
+    activity.fetch_add(1, std::memory_order_release);
+    lock.unlock();
+    cv.notify_all();
   }
 
   static bool channel_closed(const InChannel& in) {
@@ -948,7 +962,8 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
 
 SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
                            const std::function<void(uint8_t*, std::vector<FrameHole>&)>& encode,
-                           std::shared_ptr<const void> keepalive, bool wait) {
+                           std::shared_ptr<const void> keepalive,
+                           std::chrono::microseconds max_wait) {
   auto& im = *impl_;
   uint64_t seq;
   {
@@ -966,8 +981,15 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
     // window/4 + one frame.
     while (!im.peers[dst].lost && !im.stop.load() && out.in_flight > im.opts.window_bytes / 4 &&
            out.in_flight + need > im.opts.window_bytes) {
-      if (!wait) {
+      // (Compared in microseconds: max_wait may be microseconds::max(), which overflows ns.)
+      if (std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - blocked_from) >=
+          max_wait) {
         if (out.blocked_since == Clock::time_point{}) out.blocked_since = Clock::now();
+        if (blocked) {
+          im.peers[dst].stats.blocked_ns += static_cast<uint64_t>(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - blocked_from)
+                  .count());
+        }
         return SendStatus::kWouldBlock;
       }
       blocked = true;

@@ -107,11 +107,13 @@ class Node {
   SendStatus send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
                        const std::function<void(uint8_t*)>& encode);
   // The same, where `encode` may leave holes (FrameHole) that are sent straight from their
-  // source memory; `keepalive` keeps those sources alive until the send completes. With
-  // `wait` false a full window returns kWouldBlock at once (nothing was sent).
+  // source memory; `keepalive` keeps those sources alive until the send completes. A window
+  // still full after `max_wait` returns kWouldBlock (nothing was sent), so a caller that must
+  // keep consuming its own inputs never waits on a peer for long.
   SendStatus send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
                        const std::function<void(uint8_t*, std::vector<FrameHole>&)>& encode,
-                       std::shared_ptr<const void> keepalive, bool wait = true);
+                       std::shared_ptr<const void> keepalive,
+                       std::chrono::microseconds max_wait = std::chrono::microseconds::max());
   // Ends the channel: the receiver sees end-of-stream after every frame sent so far.
   void close_output(uint32_t edge, uint32_t dst);
   // True once every closed output was acknowledged (or its peer was lost).
