@@ -593,6 +593,10 @@ int run(const FlowBuilder& fb, int argc, char** argv) {
     std::fprintf(stderr, "sluice: error: %s\n", opts.error().c_str());
     return 2;
   }
+  if (opts->help) {
+    std::fputs(transport::run_options_help(), stdout);
+    return 0;
+  }
   if (opts->verbose) set_log_level(LogLevel::kInfo);
   const ir::Graph& g = fb.graph();
   if (opts->verbose) std::fprintf(stderr, "sluice: flow:\n%s", g.dump().c_str());

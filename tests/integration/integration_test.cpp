@@ -272,6 +272,12 @@ TEST(Errors, RdmaWithoutADeviceIsAClearError) {
   EXPECT_NE(r.err.find("no RDMA device"), std::string::npos) << r.describe();
 }
 
+TEST(Errors, HelpListsTheFlagsAndExitsZero) {
+  auto r = run_command({SEED_SEND_PATH, "--sluice-help"});
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("--sluice-transport"), std::string::npos) << r.describe();
+}
+
 TEST(Demo, HelloSendPrintsTheSum) {
   auto r = run_command({HELLO_SEND_PATH});
   ASSERT_EQ(r.exit_code, 0) << r.describe();

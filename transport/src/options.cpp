@@ -185,7 +185,7 @@ Result<RunOptions> parse_run_options(int& argc, char** argv) {
       if (has_value) return make_error("--sluice-" + std::string(name) + " takes no value");
       if (name == "verbose") o.verbose = true;
       if (name == "stats") o.stats = true;
-      if (name == "help") return make_error(std::string("help requested\n") + run_options_help());
+      if (name == "help") o.help = true;
       continue;
     }
     if (!has_value) {

@@ -37,6 +37,7 @@ struct RunOptions {
   BindMode bind = BindMode::kNone;
   bool verbose = false;
   bool stats = false;
+  bool help = false;  // --sluice-help: print run_options_help() and exit
 };
 
 // Parses and removes every argv entry that starts with "--sluice-" (as "--sluice-x=v" or
