@@ -49,6 +49,13 @@ TEST(Codec, CompositesRoundTrip) {
   EXPECT_EQ(round_trip(nested), nested);
 }
 
+TEST(Codec, EmptyContainersRoundTrip) {
+  EXPECT_EQ(round_trip(std::vector<uint8_t>{}), std::vector<uint8_t>{});
+  EXPECT_EQ(round_trip(std::vector<int64_t>{}), std::vector<int64_t>{});
+  EXPECT_EQ(round_trip(std::string()), std::string());
+  EXPECT_EQ(round_trip(Bytes()), Bytes());
+}
+
 TEST(Codec, TruncatedInputFailsAtEveryLength) {
   auto bytes = encode(std::make_pair(std::string("abcdef"), std::vector<int64_t>{1, 2, 3}));
   for (size_t len = 0; len < bytes.size(); ++len) {

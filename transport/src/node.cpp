@@ -212,11 +212,13 @@ struct Node::Impl {
     std::vector<ucp_dt_iov_t> iov;  // gather frames: the pieces, in order
   };
 
-  void do_send(uint32_t dst, OwnedFrame frame) {
+  // `to_departing`: the peer said Bye but is known to still listen (see finish).
+  void do_send(uint32_t dst, OwnedFrame frame, bool to_departing = false) {
     if (eps[dst] == nullptr) return;
     {
       std::lock_guard lock(mu);
-      if (peers[dst].lost || peers[dst].bye) return;  // never send into the void
+      // Never send into the void: not to a lost peer, nor to one that left.
+      if (peers[dst].lost || (peers[dst].bye && !to_departing)) return;
       auto& st = peers[dst].stats;
       if (frame.kind() == FrameKind::kData) {
         ++st.frames_sent;
@@ -683,12 +685,17 @@ struct Node::Impl {
     drain_commands();
     for (uint32_t r = 0; r < job_size; ++r) {
       if (r == self || eps[r] == nullptr) continue;
-      bool lost;
+      bool lost, bye, downstream = false;
       {
         std::lock_guard lock(mu);
         lost = peers[r].lost;
+        bye = peers[r].bye;
+        for (const auto& [k, out] : outs) downstream = downstream || k.peer == r;
       }
-      if (!lost) do_send(r, encode_control(control_to(r, ControlKind::kBye)));
+      // A receiver of ours that already said Bye still waits (bounded) for ours, below.
+      if (!lost && (!bye || downstream)) {
+        do_send(r, encode_control(control_to(r, ControlKind::kBye)), /*to_departing=*/true);
+      }
     }
     // Wait (bounded) for what is still in flight to live peers; sends to lost peers never finish.
     auto pending_to_live = [&] {
@@ -709,42 +716,24 @@ struct Node::Impl {
       }
     }
     for (uint32_t r = 0; r < job_size; ++r) record_lanes(r);
-    // A completed send only means its buffer is free again. Flush the endpoints of peers still
-    // running so our last acknowledgements and Bye reach them, then close those endpoints
-    // gracefully. Endpoints of peers that are gone (lost, or said Bye) are left to
-    // ucp_worker_destroy: a forced close needs UCX's peer-error mode, which we do not use.
-    auto live = [&](uint32_t r) {
+    // A completed send only means its buffer is free again, not that the peer has it. Peers
+    // that send to us wait for our CloseAck and say Bye once they got it: give them (bounded)
+    // time for that, progressing, so our acknowledgements reach them before the worker goes.
+    // No UCX flush or close here: flushing towards a peer that already left makes UCX report
+    // endpoint errors on stdout, and a forced close needs its peer-error mode, which we do not
+    // use; ucp_worker_destroy releases the endpoints.
+    auto upstream_pending = [&] {
       std::lock_guard lock(mu);
-      return r != self && eps[r] != nullptr && !peers[r].lost && !peers[r].bye;
-    };
-    auto wait_all = [&](std::vector<ucs_status_ptr_t>& reqs, const char* what) {
-      auto until = Clock::now() + std::chrono::seconds(1);
-      for (auto req : reqs) {
-        while (ucp_request_check_status(req) == UCS_INPROGRESS && Clock::now() < until) {
-          ucp_worker_progress(worker.get());
-        }
-        if (ucp_request_check_status(req) == UCS_INPROGRESS) {
-          SLUICE_LOG_INFO("an endpoint %s did not finish within 1 s", what);
-        }
-        ucp_request_free(req);
+      for (const auto& [k, in] : ins) {
+        if (!peers[k.peer].bye && !peers[k.peer].lost) return true;
       }
-      reqs.clear();
+      return false;
     };
-    std::vector<ucs_status_ptr_t> reqs;
-    ucp_request_param_t none{};
-    for (uint32_t r = 0; r < job_size; ++r) {
-      if (!live(r)) continue;
-      ucs_status_ptr_t req = ucp_ep_flush_nbx(eps[r], &none);
-      if (UCS_PTR_IS_PTR(req)) reqs.push_back(req);
+    deadline = Clock::now() + std::chrono::seconds(2);
+    while (upstream_pending() && Clock::now() < deadline) {
+      if (ucp_worker_progress(worker.get()) == 0) sched_yield();
     }
-    wait_all(reqs, "flush");
-    for (uint32_t r = 0; r < job_size; ++r) {
-      if (!live(r)) continue;
-      ucs_status_ptr_t req = ucp_ep_close_nbx(eps[r], &none);
-      if (UCS_PTR_IS_PTR(req)) reqs.push_back(req);
-      eps[r] = nullptr;
-    }
-    wait_all(reqs, "close");
+    std::fill(eps.begin(), eps.end(), nullptr);
   }
 
   Node* owner = nullptr;

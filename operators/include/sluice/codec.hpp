@@ -142,7 +142,7 @@ struct Codec<std::string> {
   static size_t size(const std::string& s) { return 8 + s.size(); }
   static uint8_t* encode(const std::string& s, uint8_t* out) {
     out = detail::put_len(s.size(), out);
-    std::memcpy(out, s.data(), s.size());
+    if (!s.empty()) std::memcpy(out, s.data(), s.size());
     return out + s.size();
   }
   static bool decode(Reader& in, std::string& s) {
@@ -170,7 +170,7 @@ struct Codec<std::vector<T>> {
     out = detail::put_len(v.size(), out);
     if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> &&
                   !std::is_same_v<T, bool>) {
-      std::memcpy(out, v.data(), v.size() * sizeof(T));
+      if (!v.empty()) std::memcpy(out, v.data(), v.size() * sizeof(T));  // data() may be null
       return out + v.size() * sizeof(T);
     } else {
       for (const auto& e : v) out = Codec<T>::encode(e, out);

@@ -87,7 +87,7 @@ ir::EdgeCodec make_edge_codec() {
     if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> &&
                   !std::is_same_v<T, bool>) {
       (void)sink;
-      std::memcpy(out, items.data(), items.size() * sizeof(T));
+      if (!items.empty()) std::memcpy(out, items.data(), items.size() * sizeof(T));
       return out + items.size() * sizeof(T);
     } else if constexpr (requires(const T& v, ZeroCopySink& s) {
                            Codec<T>::encode_gather(v, out, s);
