@@ -10,6 +10,9 @@
 using namespace sluice;
 
 int main(int argc, char** argv) {
+  // Under sluice-run stdout is a pipe, which C buffers in blocks: ask for whole lines, so each
+  // line reaches the launcher (and its [member] prefix) when it is printed.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   FlowBuilder flow;
   auto producer = flow.process<struct Producer>("producer");
   auto consumer = flow.process<struct Consumer>("consumer");
