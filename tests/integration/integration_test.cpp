@@ -50,6 +50,15 @@ TEST_P(Transport, SeedExampleInSpinModeThroughLauncher) {
       << r.describe();
 }
 
+TEST_P(Transport, LongTickInSpinModeDoesNotLoseTheMember) {
+  // p2's first tick runs user code three times longer than the peer timeout.
+  auto r = run_command({SLUICE_RUN_PATH, "-n", "p1=1", "-n", "p2=1", "--", STREAM_CHECK_PATH,
+                        "--count", "200000", "--stall-ms", "1500", flag(), "--sluice-progress=spin",
+                        "--sluice-peer-timeout-ms=500", "--sluice-heartbeat-ms=50"});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("[p2/0] stream_check: OK count=200000"), std::string::npos) << r.describe();
+}
+
 TEST_P(Transport, MillionsOfElementsInSpinModeEmbedded) {
   auto r = run_command({STREAM_CHECK_PATH, "--count", "1000000", flag(), "--sluice-progress=spin"});
   ASSERT_EQ(r.exit_code, 0) << r.describe();

@@ -4,12 +4,14 @@
 // With --ready-after K --ready-file F, p2 writes its pid to F after K elements (for kill tests).
 #include <unistd.h>
 
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ranges>
 #include <string>
+#include <thread>
 
 #include <sluice/sluice.hpp>
 
@@ -21,6 +23,7 @@ int main(int argc, char** argv) {
   int64_t ready_after = -1;
   std::string ready_file;
   bool shared = false;  // sluice::Bytes elements (zero-copy) instead of std::vector
+  int stall_ms = 0;     // p2 sleeps this long in its first for_each call (a long tick)
   // Our own flags; --sluice-* ones are left for run().
   for (int i = 1; i + 1 < argc; ++i) {
     std::string a = argv[i];
@@ -29,6 +32,7 @@ int main(int argc, char** argv) {
     if (a == "--ready-after") ready_after = std::strtoll(argv[i + 1], nullptr, 10);
     if (a == "--ready-file") ready_file = argv[i + 1];
     if (a == "--shared") shared = std::strcmp(argv[i + 1], "1") == 0;
+    if (a == "--stall-ms") stall_ms = std::atoi(argv[i + 1]);
   }
   FlowBuilder flow;
   auto p1 = flow.process<struct P1>("p1");
@@ -36,6 +40,7 @@ int main(int argc, char** argv) {
   int64_t next = 0;
   bool ok = true;
   auto check = [&](int64_t v) {
+    if (next == 0 && stall_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms));
     if (ok && v != next) {
       std::printf("stream_check: FAIL expected %" PRId64 ", got %" PRId64 "\n", next, v);
       ok = false;

@@ -109,6 +109,7 @@ struct Node::Impl {
   std::mutex progress_mu;  // spin mode: serializes the runtime threads that drive progress
   uint64_t last_timer_ns = 0;
   uint64_t last_busy_ns = 0;
+  std::atomic<uint64_t> last_step_ns{0};  // spin mode: when progress last ran (keepalive)
   std::atomic<bool> stop{false};
   bool connected = false;
   bool shut = false;
@@ -643,6 +644,7 @@ struct Node::Impl {
       last_timer_ns = now;
     }
     if (busy) last_busy_ns = now;
+    last_step_ns.store(now, std::memory_order_relaxed);
     return busy;
   }
 
@@ -653,6 +655,21 @@ struct Node::Impl {
     if (!lock.owns_lock() || !connected || shut) return false;
     step();
     return true;
+  }
+
+  // Spin mode: the runtime thread drives progress, but not while a tick runs user code. This
+  // thread steps in when nobody progressed for half a heartbeat period, so a long tick neither
+  // gets the member declared lost nor stops credits and heartbeats. It sleeps otherwise.
+  void run_keepalive() {
+    const auto period = std::chrono::milliseconds(next_timer_ms());
+    while (!stop.load(std::memory_order_acquire)) {
+      {
+        std::unique_lock lock(mu);
+        cv.wait_for(lock, period, [&] { return stop.load(std::memory_order_acquire); });
+      }
+      uint64_t idle = now_ns() - last_step_ns.load(std::memory_order_relaxed);
+      if (idle >= static_cast<uint64_t>(period.count()) * 1000000u) step_inline();
+    }
   }
 
   // Adaptive mode: a dedicated thread spins while busy, then sleeps on the worker's event fd.
@@ -938,6 +955,8 @@ Status Node::connect(const std::vector<PeerInfo>& peers) {
   }
   if (im.opts.progress == ProgressMode::kAdaptive) {
     im.progress = std::thread([this] { impl_->run_progress(); });
+  } else {
+    im.progress = std::thread([this] { impl_->run_keepalive(); });
   }
   return {};
 }

@@ -12,7 +12,9 @@
 // from one runtime thread; everything that touches UCX runs on the progress thread. In spin
 // mode there is no progress thread: the runtime's thread drives progress itself (in progress(),
 // wait_activity() and send_data(), serialized by a mutex), so the data path has no thread
-// handoff; the owner must then call progress() regularly, even while it has work.
+// handoff; the owner must then call progress() regularly, even while it has work. A sleeping
+// keepalive thread steps in only when nobody progressed for half a heartbeat period (a long
+// tick of user code), so heartbeats and credits still flow.
 #pragma once
 
 #include <chrono>
