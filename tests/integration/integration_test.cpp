@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -159,19 +160,26 @@ std::set<std::string> unattached_sysv_segments() {
   return out;
 }
 
-// Nothing new may stay in /dev/shm. UCX's posix transport names a segment there for a moment
-// while it sets it up, and tests of other jobs run alongside, so an entry counts as left over
-// only if it is still there after a grace period (a watchdog, not a timing bar).
-void expect_no_shm_leftovers(const std::set<std::string>& before) {
+// Nothing new may stay behind: every entry of `current()` missing from `before` must go away.
+// UCX's posix transport names a /dev/shm segment for a moment while it sets it up, and tests of
+// other jobs run alongside, so an entry counts as left over only if it is still there after a
+// grace period (a watchdog, not a timing bar).
+void expect_nothing_left(const std::set<std::string>& before,
+                         const std::function<std::set<std::string>()>& current,
+                         const std::string& what) {
   auto new_entries = [&] {
     std::vector<std::string> out;
-    for (const auto& e : shm_entries()) {
+    for (const auto& e : current()) {
       if (!before.count(e)) out.push_back(e);
     }
     return out;
   };
   wait_until([&] { return new_entries().empty(); }, 10000);
-  for (const auto& e : new_entries()) ADD_FAILURE() << "left in /dev/shm: " << e;
+  for (const auto& e : new_entries()) ADD_FAILURE() << what << " left behind: " << e;
+}
+
+void expect_no_shm_leftovers(const std::set<std::string>& before) {
+  expect_nothing_left(before, shm_entries, "/dev/shm entry");
 }
 
 // Kills p2 with SIGKILL mid-stream. Returns the launcher's result.
@@ -209,15 +217,7 @@ TEST_P(Transport, KilledReceiverEndsTheJobNamingIt) {
   auto before = shm_entries();
   auto sysv_before = unattached_sysv_segments();
   auto r = kill_receiver_mid_stream(GetParam(), {});
-  auto new_segments = [&] {
-    std::vector<std::string> out;
-    for (const auto& id : unattached_sysv_segments()) {
-      if (!sysv_before.count(id)) out.push_back(id);
-    }
-    return out;
-  };
-  wait_until([&] { return new_segments().empty(); }, 10000);
-  for (const auto& id : new_segments()) ADD_FAILURE() << "System V segment left: shmid " << id;
+  expect_nothing_left(sysv_before, unattached_sysv_segments, "System V segment (shmid)");
   EXPECT_FALSE(r.timed_out) << r.describe();
   EXPECT_NE(r.exit_code, 0) << r.describe();
   EXPECT_NE(r.err.find("p2/0"), std::string::npos) << r.describe();
