@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cassert>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -25,6 +26,46 @@
 
 namespace sluice {
 namespace {
+
+// SIGINT/SIGTERM: the first one asks every member to drain (sources stop, outputs close after
+// their last frames, inputs are consumed to their end); a second one ends the process at once.
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal.exchange(sig) != 0) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+}
+
+// Installs the handlers for the duration of run() and restores the previous ones after.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  // The process exit code for a run that drained after a signal: 128 + signal, like a shell.
+  static int exit_code_or(int code) {
+    int sig = g_stop_signal.load();
+    return sig != 0 && code == 0 ? 128 + sig : code;
+  }
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
 
 using transport::Layout;
 using transport::Node;
@@ -70,6 +111,7 @@ class MemberRuntime {
       ++tick;
       bool work = false;
       size_t pulled = 0;
+      if (int sig = g_stop_signal.load(); sig != 0 && !draining_) drain_on_signal(sig);
       for (auto& s : sources_) {
         if (s.cursor->exhausted() || abandon_if_useless(s)) continue;
         // Back-pressure: a source whose output still waits for window does not pull more.
@@ -287,6 +329,14 @@ class MemberRuntime {
     return node_.outputs_drained();
   }
 
+  // A stop signal: sources yield nothing more; what they produced is still sent, and outputs
+  // close after it, so receivers get a clean end-of-stream (a prefix of the stream).
+  void drain_on_signal(int sig) {
+    draining_ = true;
+    SLUICE_LOG_WARN("%s: signal %d: stopping sources and draining", name_.c_str(), sig);
+    for (auto& s : sources_) s.abandoned = true;
+  }
+
   bool abandon_if_useless(Source& s) {
     if (s.abandoned) return true;
     if (s.local_sink || s.sends.empty()) return false;
@@ -403,6 +453,7 @@ class MemberRuntime {
   uint32_t location_ = 0;
   size_t batch_;
   uint64_t decode_errors_ = 0;
+  bool draining_ = false;
   flow::graph graph_;
   std::vector<std::shared_ptr<void>> owned_;
   std::vector<Source> sources_;
@@ -600,9 +651,10 @@ int run(const FlowBuilder& fb, int argc, char** argv) {
   if (opts->verbose) set_log_level(LogLevel::kInfo);
   const ir::Graph& g = fb.graph();
   if (opts->verbose) std::fprintf(stderr, "sluice: flow:\n%s", g.dump().c_str());
+  StopSignals signals;
   try {
-    if (transport::LauncherEnv::present()) return run_member(g, *opts);
-    return run_embedded(g, *opts);
+    int code = transport::LauncherEnv::present() ? run_member(g, *opts) : run_embedded(g, *opts);
+    return StopSignals::exit_code_or(code);
   } catch (const std::exception& e) {
     // User code threw inside the graph: report it as one line instead of terminating.
     SLUICE_LOG_ERROR("unhandled exception: %s", e.what());

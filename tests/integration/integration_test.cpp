@@ -237,6 +237,23 @@ TEST_P(Transport, KilledReceiverGivesTheSenderAClearErrorWhenTheJobContinues) {
   expect_no_shm_leftovers(before);
 }
 
+TEST_P(Transport, SigtermDrainsTheJobCleanly) {
+  TempDir dir;
+  auto job = Subprocess::start({SLUICE_RUN_PATH, "-n", "p1=1", "-n", "p2=1", "--",
+                                STREAM_CHECK_PATH, "--count", "1000000000000", "--ready-after",
+                                "100000", "--ready-file", dir.file("ready"), flag()});
+  ASSERT_TRUE(wait_until([&] { return !read_file(dir.file("ready")).empty(); }, 30000));
+  job.send_signal(SIGTERM);  // the launcher forwards it to both members
+  auto r = job.wait();
+  EXPECT_FALSE(r.timed_out) << r.describe();
+  EXPECT_EQ(r.exit_code, 128 + SIGTERM) << r.describe();
+  // Both members drained and exited by themselves (no SIGKILL after the grace period), and
+  // what p2 received is an in-order prefix of the stream.
+  EXPECT_NE(r.out.find("[p2/0] stream_check: PREFIX count="), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("stopping sources and draining"), std::string::npos) << r.describe();
+  EXPECT_EQ(r.err.find("signal 9"), std::string::npos) << r.describe();
+}
+
 TEST(Errors, LayoutMissingALocationIsAOneLineError) {
   auto r = run_command({SLUICE_RUN_PATH, "-n", "p1=1", "-n", "nope=1", "--", SEED_SEND_PATH});
   EXPECT_NE(r.exit_code, 0) << r.describe();
