@@ -32,4 +32,52 @@ std::string Graph::dump() const {
   return out;
 }
 
+namespace {
+
+// What a node shows: its operator, and for a network edge the edge id.
+std::string label(const Node& n) {
+  if (n.kind == NodeKind::kNetwork) return n.op + " (edge " + std::to_string(n.edge) + ")";
+  return n.op;
+}
+
+}  // namespace
+
+std::string Graph::dump_dot() const {
+  std::string out = "digraph sluice {\n  rankdir=LR;\n  node [shape=box];\n";
+  for (const auto& loc : locations_) {
+    out += "  subgraph cluster_" + std::to_string(loc.id) + " {\n    label=\"" + loc.name +
+           (loc.kind == LocationKind::kCluster ? " (cluster)" : "") + "\";\n";
+    for (const auto& n : nodes_) {
+      if (n.location == loc.id) {
+        out += "    n" + std::to_string(n.id) + " [label=\"" + label(n) + "\"];\n";
+      }
+    }
+    out += "  }\n";
+  }
+  for (const auto& n : nodes_) {
+    for (uint32_t in : n.inputs) {
+      out += "  n" + std::to_string(in) + " -> n" + std::to_string(n.id) + ";\n";
+    }
+  }
+  out += "}\n";
+  return out;
+}
+
+std::string Graph::dump_mermaid() const {
+  std::string out = "flowchart LR\n";
+  for (const auto& loc : locations_) {
+    out += "  subgraph L" + std::to_string(loc.id) + "[\"" + loc.name + "\"]\n";
+    for (const auto& n : nodes_) {
+      if (n.location == loc.id) out += "    n" + std::to_string(n.id) + "[\"" + label(n) + "\"]\n";
+    }
+    out += "  end\n";
+  }
+  for (const auto& n : nodes_) {
+    for (uint32_t in : n.inputs) {
+      out += "  n" + std::to_string(in) + " --> n" + std::to_string(n.id) + "\n";
+    }
+  }
+  return out;
+}
+
 }  // namespace sluice::ir

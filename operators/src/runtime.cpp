@@ -650,6 +650,13 @@ int run(const FlowBuilder& fb, int argc, char** argv) {
   }
   if (opts->verbose) set_log_level(LogLevel::kInfo);
   const ir::Graph& g = fb.graph();
+  if (!opts->dump_graph.empty()) {  // show what was built, run nothing
+    const std::string text = opts->dump_graph == "dot"       ? g.dump_dot()
+                             : opts->dump_graph == "mermaid" ? g.dump_mermaid()
+                                                             : g.dump();
+    std::fputs(text.c_str(), stdout);
+    return 0;
+  }
   if (opts->verbose) std::fprintf(stderr, "sluice: flow:\n%s", g.dump().c_str());
   StopSignals signals;
   try {

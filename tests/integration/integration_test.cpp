@@ -304,6 +304,16 @@ TEST(Errors, HelpListsTheFlagsAndExitsZero) {
   EXPECT_NE(r.out.find("--sluice-transport"), std::string::npos) << r.describe();
 }
 
+TEST(Errors, DumpGraphPrintsTheFlowAndRunsNothing) {
+  auto r = run_command({SEED_SEND_PATH, "--sluice-dump-graph=dot"});
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_EQ(r.out.rfind("digraph sluice {", 0), 0u) << r.describe();
+  EXPECT_EQ(r.out.find("\n1\n"), std::string::npos) << "the flow must not run: " << r.describe();
+  auto bad = run_command({SEED_SEND_PATH, "--sluice-dump-graph=png"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.describe();
+  EXPECT_NE(bad.err.find("expected text|dot|mermaid"), std::string::npos) << bad.describe();
+}
+
 TEST(Demo, HelloSendPrintsTheSum) {
   auto r = run_command({HELLO_SEND_PATH});
   ASSERT_EQ(r.exit_code, 0) << r.describe();

@@ -111,6 +111,9 @@ Status apply(RunOptions& o, std::string_view name, std::string_view v) {
     o.cluster_sizes[std::string(v.substr(0, eq))] = *r;
   } else if (name == "layout") {
     o.layout = std::string(v);
+  } else if (name == "dump-graph") {
+    if (v != "text" && v != "dot" && v != "mermaid") return bad("text|dot|mermaid");
+    o.dump_graph = std::string(v);
   } else {
     return make_error("unknown flag --sluice-" + std::string(name) + " (see --sluice-help)");
   }
@@ -154,6 +157,7 @@ const char* run_options_help() {
          "  --sluice-peer-timeout-ms MS            silence before a peer is declared lost (3000)\n"
          "  --sluice-spin-us US                    busy-poll time before sleeping (50)\n"
          "  --sluice-bind none|core                pin each process to its own core (none)\n"
+         "  --sluice-dump-graph text|dot|mermaid   print the flow and exit\n"
          "  --sluice-verbose                       print transports chosen and progress\n"
          "  --sluice-stats                         print per-edge counters at exit\n";
 }

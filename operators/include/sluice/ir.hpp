@@ -91,6 +91,10 @@ class Graph {
   const std::vector<Node>& nodes() const { return nodes_; }
   const Location& location(uint32_t id) const { return locations_.at(id); }
   std::string dump() const;  // one line per node, for --sluice-verbose and tests
+  // The flow as a Graphviz digraph or a Mermaid flowchart: one cluster/subgraph per location,
+  // network edges drawn between them (--sluice-dump-graph dot|mermaid).
+  std::string dump_dot() const;
+  std::string dump_mermaid() const;
 
  private:
   std::vector<Location> locations_;

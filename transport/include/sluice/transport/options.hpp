@@ -32,6 +32,7 @@ struct RunOptions {
   TransportOptions transport;
   std::map<std::string, uint32_t> cluster_sizes;  // --sluice-cluster name=N (embedded)
   std::string layout;                             // --sluice-layout (mpirun/PMIx)
+  std::string dump_graph;                         // --sluice-dump-graph: text|dot|mermaid
   uint32_t batch = 65536;                         // most elements a source yields per tick
   size_t tick_bytes = 1u << 20;  // aim of a tick's output per destination (adapts batch)
   BindMode bind = BindMode::kNone;
