@@ -84,13 +84,11 @@ struct Node::Impl {
   struct Peer {
     bool lost = false;
     bool bye = false;
-    std::string lost_reason;
     PeerStats stats;
   };
   std::vector<Peer> peers;
   uint64_t rejected_unattributed = 0;  // frames whose header did not name a valid peer
   std::atomic<uint64_t> activity{0};
-  int waiters = 0;  // runtime threads in cv.wait
 
   // ---- commands from the runtime thread to the progress thread ----
   struct Command {
@@ -188,8 +186,6 @@ struct Node::Impl {
     Peer& p = peers[rank];
     if (p.lost || rank == self) return;
     p.lost = true;
-    p.lost_reason = reason;
-    p.stats.lost = true;
     p.stats.lost_reason = reason;
     bool had_open_input = false;
     for (auto& [k, in] : ins) {
@@ -1007,9 +1003,7 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
         lock.lock();
         continue;
       }
-      ++im.waiters;
       im.cv.wait_for(lock, std::chrono::milliseconds(50));
-      --im.waiters;
     }
     if (blocked) {
       im.peers[dst].stats.blocked_ns += static_cast<uint64_t>(
@@ -1166,10 +1160,8 @@ bool Node::wait_activity(uint64_t seen, std::chrono::microseconds timeout) {
     return true;
   }
   std::unique_lock lock(im.mu);
-  ++im.waiters;
   bool moved = im.cv.wait_until(
       lock, deadline, [&] { return im.activity.load(std::memory_order_acquire) != seen; });
-  --im.waiters;
   return moved;
 }
 
@@ -1212,7 +1204,10 @@ void Node::progress() {
 std::vector<PeerStats> Node::stats() const {
   std::lock_guard lock(impl_->mu);
   std::vector<PeerStats> out;
-  for (const auto& p : impl_->peers) out.push_back(p.stats);
+  for (const auto& p : impl_->peers) {
+    out.push_back(p.stats);
+    out.back().lost = p.lost;
+  }
   return out;
 }
 
