@@ -104,6 +104,12 @@ concept FixedSizeCodec = Encodable<T> && requires {
   Codec<T>::kFixedSize;
 };
 
+// Fixed-size values whose bytes are their encoding: a run of them is copied with one memcpy.
+// (bool is fixed-size but not bulk-copyable: decoding checks each byte is 0 or 1.)
+template <typename T>
+concept BulkCopyable =
+    FixedSizeCodec<T> && std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>;
+
 template <typename T>
 struct Codec<T, std::enable_if_t<std::is_arithmetic_v<T> || std::is_enum_v<T>>> {
   static constexpr size_t kFixedSize = sizeof(T);
@@ -168,8 +174,7 @@ struct Codec<std::vector<T>> {
   }
   static uint8_t* encode(const std::vector<T>& v, uint8_t* out) {
     out = detail::put_len(v.size(), out);
-    if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> &&
-                  !std::is_same_v<T, bool>) {
+    if constexpr (BulkCopyable<T>) {
       if (!v.empty()) std::memcpy(out, v.data(), v.size() * sizeof(T));  // data() may be null
       return out + v.size() * sizeof(T);
     } else {
@@ -186,13 +191,12 @@ struct Codec<std::vector<T>> {
         return size_t{1};
     }();
     if (!detail::get_len(in, n, kMin, "vector")) return false;
-    if constexpr (sizeof(T) == 1 && FixedSizeCodec<T> && !std::is_same_v<T, bool>) {
+    if constexpr (sizeof(T) == 1 && BulkCopyable<T>) {
       const uint8_t* p = in.take(n);  // one copy, no zero-fill first
       if (p == nullptr) return false;
       v.assign(reinterpret_cast<const T*>(p), reinterpret_cast<const T*>(p) + n);
       return true;
-    } else if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> &&
-                         !std::is_same_v<T, bool>) {
+    } else if constexpr (BulkCopyable<T>) {
       v.resize(n);
       return in.read(v.data(), n * sizeof(T));
     } else {

@@ -84,8 +84,7 @@ ir::EdgeCodec make_edge_codec() {
   };
   c.encode = [](const ir::BatchBase& b, uint8_t* out, ZeroCopySink* sink) {
     const auto& items = static_cast<const ir::Batch<T>&>(b).items;
-    if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> &&
-                  !std::is_same_v<T, bool>) {
+    if constexpr (BulkCopyable<T>) {
       (void)sink;
       if (!items.empty()) std::memcpy(out, items.data(), items.size() * sizeof(T));
       return out + items.size() * sizeof(T);
@@ -107,8 +106,7 @@ ir::EdgeCodec make_edge_codec() {
   c.decode = [](std::span<const uint8_t> bytes, uint32_t count,
                 const std::shared_ptr<const void>& owner) -> Result<ir::AnyBatch> {
     auto b = std::make_shared<ir::Batch<T>>();
-    if constexpr (FixedSizeCodec<T> && std::is_trivially_copyable_v<T> &&
-                  !std::is_same_v<T, bool>) {
+    if constexpr (BulkCopyable<T>) {
       if (bytes.size() != size_t{count} * sizeof(T)) {
         return make_error("frame of " + std::to_string(count) + " elements of " +
                           std::to_string(sizeof(T)) + " bytes carries " +
