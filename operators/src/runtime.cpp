@@ -11,6 +11,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -102,8 +103,7 @@ class MemberRuntime {
   // acknowledged. Returns false when the job could not complete here (a peer was lost).
   bool run() {
     lower();
-    find_consumers();
-    find_upstreams();
+    find_feeds();
     uint64_t tick = 0;
     for (;;) {
       node_.progress();  // spin mode: this thread drives the transport
@@ -241,55 +241,45 @@ class MemberRuntime {
     }
   }
 
-  // Which sinks and sends each source feeds, so a source whose consumers all failed stops.
-  void find_consumers() {
-    std::map<uint32_t, std::vector<uint32_t>> consumers;
-    for (const auto& n : g_.nodes()) {
-      for (uint32_t in : n.inputs) consumers[in].push_back(n.id);
-    }
-    std::map<uint32_t, size_t> send_of_node;
-    size_t k = 0;
-    for (const auto& n : g_.nodes()) {
-      if (n.kind == ir::NodeKind::kNetwork && n.location == location_) send_of_node[n.id] = k++;
-    }
-    for (auto& s : sources_) {
-      std::vector<uint32_t> stack{s.ir_node};
-      std::set<uint32_t> seen;
-      while (!stack.empty()) {
-        uint32_t id = stack.back();
-        stack.pop_back();
-        if (!seen.insert(id).second) continue;
-        const auto& n = g_.nodes()[id];
-        if (n.kind == ir::NodeKind::kSink) s.local_sink = true;
-        if (n.kind == ir::NodeKind::kNetwork && id != s.ir_node) {
-          s.sends.push_back(send_of_node.at(id));
-          continue;  // what happens on the far side is the receiver's business
-        }
-        for (uint32_t c : consumers[id]) stack.push_back(c);
-      }
-    }
-  }
-
-  // Which local sources and inputs feed each output, so each output closes as soon as its own
-  // inputs are done (two members sending to each other must not wait for one another).
-  void find_upstreams() {
+  // Who feeds whom inside this member, found by walking upstream from each consumer:
+  // - each output learns its sources and inputs, so it closes as soon as they are done (two
+  //   members sending to each other must not wait for one another);
+  // - each source learns its outputs and whether it feeds a local sink, so it stops once every
+  //   one of its consumers is gone, and pauses while an output it feeds waits for window.
+  void find_feeds() {
     std::map<uint32_t, size_t> source_of, recv_of;
     for (size_t i = 0; i < sources_.size(); ++i) source_of[sources_[i].ir_node] = i;
     for (size_t i = 0; i < recvs_.size(); ++i) recv_of[recvs_[i].ir_node] = i;
-    for (auto& out : sends_) {
-      std::vector<uint32_t> stack(g_.nodes()[out.ir_node].inputs);
+    // Calls on_source / on_recv for every local source / input upstream of `node`.
+    auto walk_up = [&](uint32_t node, const std::function<void(size_t)>& on_source,
+                       const std::function<void(size_t)>& on_recv) {
+      std::vector<uint32_t> stack(g_.nodes()[node].inputs);
       std::set<uint32_t> seen;
       while (!stack.empty()) {
         uint32_t id = stack.back();
         stack.pop_back();
         if (!seen.insert(id).second) continue;
-        if (auto it = source_of.find(id); it != source_of.end()) out.sources.push_back(it->second);
+        if (auto it = source_of.find(id); it != source_of.end()) on_source(it->second);
         if (auto it = recv_of.find(id); it != recv_of.end()) {
-          out.recvs.push_back(it->second);
+          on_recv(it->second);
           continue;  // upstream of a receive is another member's business
         }
         for (uint32_t in : g_.nodes()[id].inputs) stack.push_back(in);
       }
+    };
+    for (size_t k = 0; k < sends_.size(); ++k) {
+      walk_up(
+          sends_[k].ir_node,
+          [&](size_t i) {
+            sends_[k].sources.push_back(i);
+            sources_[i].sends.push_back(k);
+          },
+          [&](size_t i) { sends_[k].recvs.push_back(i); });
+    }
+    for (const auto& n : g_.nodes()) {
+      if (n.kind != ir::NodeKind::kSink || n.location != location_) continue;
+      walk_up(
+          n.id, [&](size_t i) { sources_[i].local_sink = true; }, [](size_t) {});
     }
   }
 
