@@ -69,7 +69,7 @@ struct Node::Impl {
     uint64_t in_flight = 0;
     bool closed = false;
     bool acked = false;
-    Clock::time_point blocked_since{};  // a non-waiting send found the window full
+    Clock::time_point blocked_since{};  // when a send first found the window full
   };
   struct InChannel {
     uint64_t expected = 1;  // next sequence number
@@ -977,26 +977,21 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
     if (it == im.outs.end()) return SendStatus::kShutdown;
     Impl::OutChannel& out = it->second;
     uint64_t need = bytes + 128;
-    auto blocked_from = Clock::now();
-    bool blocked = false;
+    const auto started = Clock::now();
     // Wait while the frame does not fit, but never once a quarter window or less is in flight:
     // the receiver returns credit in quarter-window steps, so waiting then could last forever
     // (a frame larger than the window would never go). In flight stays below
     // window/4 + one frame.
     while (!im.peers[dst].lost && !im.stop.load() && out.in_flight > im.opts.window_bytes / 4 &&
            out.in_flight + need > im.opts.window_bytes) {
+      // Back-pressure time runs from the first full window to the send that goes through,
+      // across calls that gave up with kWouldBlock.
+      if (out.blocked_since == Clock::time_point{}) out.blocked_since = started;
       // (Compared in microseconds: max_wait may be microseconds::max(), which overflows ns.)
-      if (std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - blocked_from) >=
+      if (std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started) >=
           max_wait) {
-        if (out.blocked_since == Clock::time_point{}) out.blocked_since = Clock::now();
-        if (blocked) {
-          im.peers[dst].stats.blocked_ns += static_cast<uint64_t>(
-              std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - blocked_from)
-                  .count());
-        }
         return SendStatus::kWouldBlock;
       }
-      blocked = true;
       if (im.opts.progress == ProgressMode::kSpin) {
         lock.unlock();
         if (!im.step_inline()) sched_yield();
@@ -1005,14 +1000,9 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
       }
       im.cv.wait_for(lock, std::chrono::milliseconds(50));
     }
-    if (blocked) {
-      im.peers[dst].stats.blocked_ns += static_cast<uint64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - blocked_from)
-              .count());
-    }
     if (im.peers[dst].lost) return SendStatus::kPeerLost;
     if (im.stop.load()) return SendStatus::kShutdown;
-    if (out.blocked_since != Clock::time_point{}) {  // a non-waiting sender was held back
+    if (out.blocked_since != Clock::time_point{}) {
       im.peers[dst].stats.blocked_ns += static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - out.blocked_since)
               .count());
