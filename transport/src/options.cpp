@@ -73,8 +73,12 @@ Status apply(RunOptions& o, std::string_view name, std::string_view v) {
       o.bind = BindMode::kNone;
     else if (v == "core")
       o.bind = BindMode::kCore;
+    else if (v == "numa")
+      o.bind = BindMode::kNuma;
+    else if (v == "auto")
+      o.bind = BindMode::kAuto;
     else
-      return bad("none|core");
+      return bad("none|core|numa|auto");
   } else if (name == "window") {
     auto r = parse_number<size_t>("--sluice-window", v, 4096, size_t{1} << 34);
     if (!r) return std::move(r).take_error();
@@ -156,9 +160,12 @@ const char* run_options_help() {
          "  --sluice-heartbeat-ms MS               heartbeat period (200)\n"
          "  --sluice-peer-timeout-ms MS            silence before a peer is declared lost (3000)\n"
          "  --sluice-spin-us US                    busy-poll time before sleeping (50)\n"
-         "  --sluice-bind none|core                pin each process to its own core (none)\n"
+         "  --sluice-bind none|core|numa|auto      pin each process's threads to its share of the\n"
+         "                                         host: its own cores, its NUMA node, or "
+         "nothing;\n"
+         "                                         auto = core when processes <= cores (auto)\n"
          "  --sluice-dump-graph text|dot|mermaid   print the flow and exit\n"
-         "  --sluice-verbose                       print transports chosen and progress\n"
+         "  --sluice-verbose                       print placement, transports chosen, progress\n"
          "  --sluice-stats                         print per-edge counters at exit\n";
 }
 

@@ -5,15 +5,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
+#include "sluice/transport/placement.hpp"
 #include "sluice/transport/result.hpp"
 
 namespace sluice::transport {
 
 enum class TransportKind { kAuto, kShm, kTcp, kRdma };
 enum class ProgressMode { kAdaptive, kSpin };
-enum class BindMode { kNone, kCore };
 
 const char* to_string(TransportKind k);
 const char* to_string(ProgressMode m);
@@ -26,6 +27,10 @@ struct TransportOptions {
   int heartbeat_ms = 200;              // idle heartbeat period per peer
   int peer_timeout_ms = 3000;          // silence after which a peer is lost
   int spin_us = 50;                    // adaptive mode: busy-poll this long before sleeping
+  // The member's share of cores (see placement.hpp): the progress thread (keepalive thread in
+  // spin mode) pins itself into it when it starts. Unset, or a share that does not bind: no
+  // pinning. The runtime sets it; no flag does.
+  std::optional<CpuShare> cpu_share;
 };
 
 struct RunOptions {
@@ -34,8 +39,8 @@ struct RunOptions {
   std::string layout;                             // --sluice-layout (mpirun/PMIx)
   std::string dump_graph;                         // --sluice-dump-graph: text|dot|mermaid
   uint32_t batch = 65536;                         // most elements a source yields per tick
-  size_t tick_bytes = 1u << 20;  // aim of a tick's output per destination (adapts batch)
-  BindMode bind = BindMode::kNone;
+  size_t tick_bytes = 1u << 20;     // aim of a tick's output per destination (adapts batch)
+  BindMode bind = BindMode::kAuto;  // --sluice-bind; planned per member (placement.hpp)
   bool verbose = false;
   bool stats = false;
   bool help = false;  // --sluice-help: print run_options_help() and exit
