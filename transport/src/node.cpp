@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "sluice/transport/log.hpp"
+#include "sluice/transport/placement.hpp"
 #include "ucx.hpp"
 
 namespace sluice::transport {
@@ -668,6 +669,15 @@ struct Node::Impl {
     }
   }
 
+  // Placement: the progress (or keepalive) thread runs inside the member's share of cores,
+  // next to the threads that consume what it receives. A failure costs locality, not data.
+  void pin_this_thread() {
+    if (!opts.cpu_share || !opts.cpu_share->binds()) return;
+    if (auto s = bind_current_thread(*opts.cpu_share); !s) {
+      SLUICE_LOG_WARN("progress thread: %s", s.error().c_str());
+    }
+  }
+
   // Adaptive mode: a dedicated thread spins while busy, then sleeps on the worker's event fd.
   void run_progress() {
     const uint64_t spin_ns = static_cast<uint64_t>(opts.spin_us) * 1000u;
@@ -950,9 +960,15 @@ Status Node::connect(const std::vector<PeerInfo>& peers) {
     im.post_control(m);
   }
   if (im.opts.progress == ProgressMode::kAdaptive) {
-    im.progress = std::thread([this] { impl_->run_progress(); });
+    im.progress = std::thread([this] {
+      impl_->pin_this_thread();
+      impl_->run_progress();
+    });
   } else {
-    im.progress = std::thread([this] { impl_->run_keepalive(); });
+    im.progress = std::thread([this] {
+      impl_->pin_this_thread();
+      impl_->run_keepalive();
+    });
   }
   return {};
 }
