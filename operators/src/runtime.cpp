@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <oneapi/tbb/flow_graph.h>
+#include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
 
 #include <atomic>
@@ -73,8 +74,30 @@ using transport::Node;
 using transport::RunOptions;
 namespace flow = tbb::flow;
 
-// One member's lowered graph and its tick loop. Runs on one thread (the member's driver); the
-// TBB graph runs inside that thread's wait_for_all and the arena's workers.
+// Data parallelism for operators: the member's arena, with the member's identity on every thread.
+class TbbParallel final : public ir::Parallel {
+ public:
+  explicit TbbParallel(detail::CurrentMember who) : who_(who) {}
+  int concurrency() const override { return tbb::this_task_arena::max_concurrency(); }
+  void run(size_t n, const std::function<void(size_t)>& task) const override {
+    tbb::parallel_for(size_t{0}, n, [&](size_t i) {
+      detail::set_current_member(who_);
+      task(i);
+    });
+  }
+
+ private:
+  detail::CurrentMember who_;
+};
+
+// One member's lowered graph and its tick loop. Runs on one thread (the member's driver); each
+// tick runs the location's nodes once, in dependency order, as a TBB graph of continue_nodes
+// (independent branches run at the same time on the arena's threads).
+//
+// A tick: sources yield a batch each, received frames are decoded, deferred values come out;
+// then every node runs on what its inputs brought; then each output edge sends what it got as
+// one frame per destination. A tick runs only when something happened (data, a deferred value
+// from a top-level cycle, or an input becoming done), so an idle member sleeps.
 class MemberRuntime {
  public:
   MemberRuntime(const ir::Graph& g, const Layout& layout, uint32_t rank, Node& node,
@@ -85,6 +108,7 @@ class MemberRuntime {
     for (const auto& loc : g.locations()) {
       if (loc.name == ref.location) location_ = loc.id;
     }
+    who_ = detail::CurrentMember{location_, ref.member};
     batch_ = 1;  // grows each tick towards opts.batch while output stays under tick_bytes
   }
 
@@ -104,50 +128,24 @@ class MemberRuntime {
   bool run() {
     lower();
     find_feeds();
-    uint64_t tick = 0;
+    TbbParallel parallel(who_);
+    ctx_.parallel = &parallel;
+    bool first = true;
     for (;;) {
       node_.progress();  // spin mode: this thread drives the transport
       uint64_t seen = node_.activity();
-      ++tick;
-      bool work = false;
-      size_t pulled = 0;
       if (int sig = g_stop_signal.load(); sig != 0 && !draining_) drain_on_signal(sig);
-      for (auto& s : sources_) {
-        if (s.cursor->exhausted() || abandon_if_useless(s)) continue;
-        // Back-pressure: a source whose output still waits for window does not pull more.
-        if (feeds_blocked_send(s)) continue;
-        ir::AnyBatch b = s.cursor->next(batch_);
-        pulled += b->size();
-        if (b->size() > 0) {
-          s.entry->try_put(b);
-          work = true;
-        }
-      }
-      // Inputs are always taken, even while an output is blocked: the peer we wait on may be
-      // waiting for us to consume (two members sending to each other).
-      for (auto& r : recvs_) {
-        rx_.clear();
-        node_.take(r.edge, rx_, 64);
-        for (auto& f : rx_) {
-          auto b = r.codec->decode(f.elements(), f.count(), f.share());
-          if (!b) {
-            ++decode_errors_;
-            SLUICE_LOG_ERROR("edge %u: dropped a frame from rank %u: %s", r.edge, f.src(),
-                             b.error().c_str());
-            continue;
-          }
-          r.entry->try_put(*b);
-          work = true;
-        }
-      }
-      if (work) graph_.wait_for_all();
+      size_t pulled = 0;
+      bool work = pull_roots(pulled) || first;
+      first = false;
+      if (work) run_tick();
       rx_.clear();  // releases receive descriptors and returns credit
-      size_t produced = flush(tick);
+      size_t produced = flush(ctx_.tick);
       adapt_batch(pulled, produced);
       close_finished_outputs();
 
       if (all_done()) break;
-      if (!work) node_.wait_activity(seen, std::chrono::milliseconds(100));
+      if (!work) node_.wait_activity(seen, idle_wait());
     }
     bool complete = decode_errors_ == 0;
     for (auto& s : sends_) complete = complete && !s.failed;
@@ -158,9 +156,13 @@ class MemberRuntime {
   const std::string& name() const { return name_; }
 
  private:
+  // What a node put out this tick, and whether its output is done for good.
+  struct Slot {
+    ir::Chunks out;
+    bool done = false;
+  };
   struct Source {
     std::unique_ptr<ir::SourceCursor> cursor;
-    flow::broadcast_node<ir::AnyBatch>* entry;
     uint32_t ir_node;
     bool local_sink = false;    // feeds a sink in this member
     std::vector<size_t> sends;  // indices into sends_ it feeds
@@ -171,115 +173,247 @@ class MemberRuntime {
     uint32_t src;
     uint32_t ir_node;
     const ir::EdgeCodec* codec;
-    flow::broadcast_node<ir::AnyBatch>* entry;
   };
   struct Send {
     uint32_t edge;
     uint32_t dst;
     uint32_t ir_node;
+    uint32_t input;
     const ir::EdgeCodec* codec;
     std::vector<ir::AnyBatch> pending;  // batches not yet sent, encoded into one frame at flush
+    bool done = false;                  // its input will bring nothing more
     bool failed = false;
     bool blocked = false;  // the last flush found the window full
     bool closed = false;
-    std::vector<size_t> sources;  // what feeds it here: indices into sources_
-    std::vector<size_t> recvs;    // and into recvs_
+  };
+  // A value that crosses into the next tick: defer_tick (lazy), or a top-level forward_ref that
+  // closes a cycle (eager: what it holds starts the next tick).
+  struct Held {
+    uint32_t ir_node;
+    uint32_t input;
+    bool eager;
+    ir::Chunks next;
+    bool input_done = false;      // the input was done in the tick `next` comes from
+    std::vector<uint32_t> roots;  // eager: sources/receives upstream (slot ids)
+    std::vector<size_t> loops;    // eager: held values upstream, itself included
+    bool roots_done = false;      // eager: every root was done last tick
   };
 
   void lower() {
-    std::map<uint32_t, flow::sender<ir::AnyBatch>*> out;  // IR node id -> its output in TBB
-    for (const auto& n : g_.nodes()) {
+    const auto& nodes = g_.nodes();
+    slots_.resize(nodes.size());
+    ops_.resize(nodes.size());
+    auto sched = g_.schedule(location_);  // run() checked the graph
+    sched_ = std::move(*sched);
+    std::vector<bool> cut(nodes.size(), false);
+    for (uint32_t id : sched_.back_edges) cut[id] = true;
+    for (const auto& n : nodes) {
       bool here = n.location == location_;
       switch (n.kind) {
-        case ir::NodeKind::kSource: {
-          if (!here) break;
-          auto* b = own(std::make_unique<flow::broadcast_node<ir::AnyBatch>>(graph_));
-          sources_.push_back({n.make_source(), b, n.id, false, {}, false});
-          out[n.id] = b;
+        case ir::NodeKind::kSource:
+          if (here) sources_.push_back({n.make_source(), n.id, false, {}, false});
           break;
-        }
-        case ir::NodeKind::kTransform: {
-          if (!here) break;
-          auto* fn = own(std::make_unique<flow::function_node<ir::AnyBatch, ir::AnyBatch>>(
-              graph_, flow::serial,
-              [body = n.make_transform()](const ir::AnyBatch& b) mutable { return body(b); }));
-          flow::make_edge(*out.at(n.inputs.at(0)), *fn);
-          out[n.id] = fn;
+        case ir::NodeKind::kOp:
+          if (here) ops_[n.id] = n.make_op();
           break;
-        }
-        case ir::NodeKind::kSink: {
-          if (!here) break;
-          auto* fn = own(std::make_unique<flow::function_node<ir::AnyBatch, flow::continue_msg>>(
-              graph_, flow::serial, [body = n.make_sink()](const ir::AnyBatch& b) mutable {
-                body(b);
-                return flow::continue_msg();
-              }));
-          flow::make_edge(*out.at(n.inputs.at(0)), *fn);
+        case ir::NodeKind::kDefer:
+          if (here) helds_.push_back({n.id, n.inputs.at(0), false, {}, false, {}, {}, false});
           break;
-        }
-        case ir::NodeKind::kNetwork: {
+        case ir::NodeKind::kForward:
+          if (here && cut[n.id]) {
+            helds_.push_back({n.id, n.inputs.at(0), true, {}, false, {}, {}, false});
+          }
+          break;
+        case ir::NodeKind::kNetwork:
           if (here) {
             uint32_t dst = *layout_.first_rank(g_.location(n.to_location).name);
-            sends_.push_back(Send{n.edge, dst, n.id, &n.codec, {}, false, false, false, {}, {}});
-            size_t idx = sends_.size() - 1;
-            auto* fn = own(std::make_unique<flow::function_node<ir::AnyBatch, flow::continue_msg>>(
-                graph_, flow::serial, [this, idx](const ir::AnyBatch& b) {
-                  if (b->size() > 0) sends_[idx].pending.push_back(b);
-                  return flow::continue_msg();
-                }));
-            flow::make_edge(*out.at(n.inputs.at(0)), *fn);
+            sends_.push_back(Send{n.edge, dst, n.id, n.inputs.at(0), &n.codec, {}});
+            send_of_[n.id] = sends_.size() - 1;
           }
           if (n.to_location == location_) {
             uint32_t src = *layout_.first_rank(g_.location(n.location).name);
-            auto* b = own(std::make_unique<flow::broadcast_node<ir::AnyBatch>>(graph_));
-            recvs_.push_back(Recv{n.edge, src, n.id, &n.codec, b});
-            out[n.id] = b;
+            recvs_.push_back(Recv{n.edge, src, n.id, &n.codec});
           }
           break;
+      }
+    }
+    // The tick's graph: a continue_node per ordered node, fired when its inputs have run.
+    std::map<uint32_t, flow::continue_node<flow::continue_msg>*> tbb_of;
+    for (uint32_t id : sched_.order) {
+      tbb_of[id] = own(std::make_unique<flow::continue_node<flow::continue_msg>>(
+          graph_, [this, id](const flow::continue_msg&) {
+            run_node(id);
+            return flow::continue_msg();
+          }));
+    }
+    for (uint32_t id : sched_.order) {
+      std::set<uint32_t> preds;
+      for (uint32_t in : nodes[id].inputs) {
+        if (tbb_of.count(in) && !(nodes[id].kind == ir::NodeKind::kNetwork &&
+                                  nodes[in].kind == ir::NodeKind::kNetwork)) {
+          preds.insert(in);
         }
       }
+      if (preds.empty()) flow::make_edge(start_, *tbb_of[id]);
+      for (uint32_t p : preds) flow::make_edge(*tbb_of[p], *tbb_of[id]);
     }
   }
 
+  // Runs one node of the tick on what its inputs brought (a TBB task; nodes that do not depend
+  // on each other may run at the same time, each writing only its own slot).
+  void run_node(uint32_t id) {
+    detail::set_current_member(who_);
+    const ir::Node& n = g_.nodes()[id];
+    bool done = true;
+    std::vector<ir::Port> ports;
+    ports.reserve(n.inputs.size());
+    for (uint32_t in : n.inputs) {
+      ports.push_back({&slots_[in].out, slots_[in].done});
+      done = done && slots_[in].done;
+    }
+    switch (n.kind) {
+      case ir::NodeKind::kOp:
+        ops_[id]->run(ports, slots_[id].out, ctx_);
+        slots_[id].done = done;
+        break;
+      case ir::NodeKind::kForward:  // same tick: passes its input on
+        slots_[id].out = *ports[0].chunks;
+        slots_[id].done = done;
+        break;
+      case ir::NodeKind::kNetwork: {
+        Send& s = sends_[send_of_.at(id)];
+        for (const auto& b : *ports[0].chunks) {
+          if (b->size() > 0) s.pending.push_back(b);
+        }
+        s.done = done;
+        break;
+      }
+      default:
+        assert(false && "sources and deferred values are not tick nodes");
+    }
+  }
+
+  // Fills the roots of a tick: source batches, received frames. True if anything happened.
+  bool pull_roots(size_t& pulled) {
+    bool work = false;
+    for (auto& s : sources_) {
+      Slot& slot = slots_[s.ir_node];
+      slot.out.clear();
+      if (!s.cursor->exhausted() && !abandon_if_useless(s) && !feeds_blocked_send(s)) {
+        // Back-pressure: a source whose output still waits for window does not pull more.
+        ir::AnyBatch b = s.cursor->next(batch_);
+        pulled += b->size();
+        if (b->size() > 0) {
+          slot.out.push_back(std::move(b));
+          work = true;
+        }
+      }
+      bool done = source_done(s);
+      if (done != slot.done) work = true;
+      slot.done = done;
+    }
+    // Inputs are always taken, even while an output is blocked: the peer we wait on may be
+    // waiting for us to consume (two members sending to each other).
+    for (auto& r : recvs_) {
+      Slot& slot = slots_[r.ir_node];
+      slot.out.clear();
+      size_t first = rx_.size();
+      node_.take(r.edge, rx_, 64);
+      for (size_t i = first; i < rx_.size(); ++i) {
+        auto& f = rx_[i];
+        auto b = r.codec->decode(f.elements(), f.count(), f.share());
+        if (!b) {
+          ++decode_errors_;
+          SLUICE_LOG_ERROR("edge %u: dropped a frame from rank %u: %s", r.edge, f.src(),
+                           b.error().c_str());
+          continue;
+        }
+        slot.out.push_back(std::move(*b));
+        work = true;
+      }
+      bool done = node_.input_finished(r.edge);
+      if (done != slot.done) work = true;
+      slot.done = done;
+    }
+    for (const auto& h : helds_) {
+      if (h.eager && !h.next.empty()) work = true;
+    }
+    return work;
+  }
+
+  void run_tick() {
+    ++ctx_.tick;
+    // Deferred values come out first.
+    for (auto& h : helds_) {
+      Slot& slot = slots_[h.ir_node];
+      slot.out = std::move(h.next);
+      h.next.clear();
+      if (!h.eager) slot.done = h.input_done;
+    }
+    for (auto& h : helds_) {
+      if (!h.eager) continue;
+      bool quiet = h.roots_done;
+      for (size_t k : h.loops) quiet = quiet && slots_[helds_[k].ir_node].out.empty();
+      slots_[h.ir_node].done = quiet;
+    }
+    start_.try_put(flow::continue_msg());
+    graph_.wait_for_all();
+    for (auto& h : helds_) {
+      h.next = slots_[h.input].out;
+      h.input_done = slots_[h.input].done;
+      if (h.eager) {
+        h.roots_done = true;
+        for (uint32_t r : h.roots) h.roots_done = h.roots_done && slots_[r].done;
+      }
+    }
+    // Release this tick's batches (and the frames they point into) now.
+    for (auto& slot : slots_) slot.out.clear();
+  }
+
   // Who feeds whom inside this member, found by walking upstream from each consumer:
-  // - each output learns its sources and inputs, so it closes as soon as they are done (two
-  //   members sending to each other must not wait for one another);
   // - each source learns its outputs and whether it feeds a local sink, so it stops once every
-  //   one of its consumers is gone, and pauses while an output it feeds waits for window.
+  //   one of its consumers is gone, and pauses while an output it feeds waits for window;
+  // - each top-level cycle learns its roots and the cycles upstream, to know when it is done.
   void find_feeds() {
-    std::map<uint32_t, size_t> source_of, recv_of;
+    std::map<uint32_t, size_t> source_of, held_of;
     for (size_t i = 0; i < sources_.size(); ++i) source_of[sources_[i].ir_node] = i;
-    for (size_t i = 0; i < recvs_.size(); ++i) recv_of[recvs_[i].ir_node] = i;
-    // Calls on_source / on_recv for every local source / input upstream of `node`.
-    auto walk_up = [&](uint32_t node, const std::function<void(size_t)>& on_source,
-                       const std::function<void(size_t)>& on_recv) {
+    for (size_t i = 0; i < helds_.size(); ++i) held_of[helds_[i].ir_node] = i;
+    std::set<uint32_t> recv_ids;
+    for (const auto& r : recvs_) recv_ids.insert(r.ir_node);
+    // Calls on_node for every local node upstream of `node` (receives end the walk).
+    auto walk_up = [&](uint32_t node, const std::function<void(uint32_t)>& on_node) {
       std::vector<uint32_t> stack(g_.nodes()[node].inputs);
       std::set<uint32_t> seen;
       while (!stack.empty()) {
         uint32_t id = stack.back();
         stack.pop_back();
         if (!seen.insert(id).second) continue;
-        if (auto it = source_of.find(id); it != source_of.end()) on_source(it->second);
-        if (auto it = recv_of.find(id); it != recv_of.end()) {
-          on_recv(it->second);
-          continue;  // upstream of a receive is another member's business
-        }
+        on_node(id);
+        if (recv_ids.count(id)) continue;  // upstream of a receive is another member's business
         for (uint32_t in : g_.nodes()[id].inputs) stack.push_back(in);
       }
     };
     for (size_t k = 0; k < sends_.size(); ++k) {
-      walk_up(
-          sends_[k].ir_node,
-          [&](size_t i) {
-            sends_[k].sources.push_back(i);
-            sources_[i].sends.push_back(k);
-          },
-          [&](size_t i) { sends_[k].recvs.push_back(i); });
+      walk_up(sends_[k].ir_node, [&](uint32_t id) {
+        if (auto it = source_of.find(id); it != source_of.end())
+          sources_[it->second].sends.push_back(k);
+      });
     }
     for (const auto& n : g_.nodes()) {
-      if (n.kind != ir::NodeKind::kSink || n.location != location_) continue;
-      walk_up(
-          n.id, [&](size_t i) { sources_[i].local_sink = true; }, [](size_t) {});
+      if (!n.sink || n.location != location_) continue;
+      walk_up(n.id, [&](uint32_t id) {
+        if (auto it = source_of.find(id); it != source_of.end())
+          sources_[it->second].local_sink = true;
+      });
+    }
+    for (size_t k = 0; k < helds_.size(); ++k) {
+      if (!helds_[k].eager) continue;
+      walk_up(helds_[k].ir_node, [&](uint32_t id) {
+        if (source_of.count(id) || recv_ids.count(id)) helds_[k].roots.push_back(id);
+        if (auto it = held_of.find(id); it != held_of.end() && helds_[it->second].eager) {
+          helds_[k].loops.push_back(it->second);
+        }
+      });
     }
   }
 
@@ -292,15 +426,25 @@ class MemberRuntime {
 
   bool source_done(const Source& s) const { return s.abandoned || s.cursor->exhausted(); }
 
-  // Closes every output whose sources are exhausted, whose inputs are finished and whose last
-  // batches have left: the receiver sees end-of-stream after them.
+  // How long an idle member may sleep: until the next timer source is due, at most 100 ms.
+  std::chrono::microseconds idle_wait() const {
+    auto wait = std::chrono::microseconds(100000);
+    auto now = std::chrono::steady_clock::now();
+    for (const auto& s : sources_) {
+      if (source_done(s)) continue;
+      if (auto at = s.cursor->wake_at()) {
+        auto d = std::chrono::duration_cast<std::chrono::microseconds>(*at - now);
+        wait = std::max(std::chrono::microseconds(0), std::min(wait, d));
+      }
+    }
+    return wait;
+  }
+
+  // Closes every output whose input is done and whose last batches have left: the receiver sees
+  // end-of-stream after them.
   void close_finished_outputs() {
     for (auto& out : sends_) {
-      if (out.closed || !out.pending.empty()) continue;
-      bool done = true;
-      for (size_t i : out.sources) done = done && source_done(sources_[i]);
-      for (size_t i : out.recvs) done = done && node_.input_finished(recvs_[i].edge);
-      if (!done) continue;
+      if (out.closed || !out.pending.empty() || !out.done) continue;
       if (!out.failed) node_.close_output(out.edge, out.dst);
       out.closed = true;
     }
@@ -315,6 +459,9 @@ class MemberRuntime {
     }
     for (const auto& out : sends_) {
       if (!out.closed) return false;
+    }
+    for (const auto& h : helds_) {
+      if (h.eager && !h.next.empty()) return false;
     }
     return node_.outputs_drained();
   }
@@ -441,14 +588,22 @@ class MemberRuntime {
   const RunOptions& opts_;
   std::string name_;
   uint32_t location_ = 0;
+  detail::CurrentMember who_;
   size_t batch_;
   uint64_t decode_errors_ = 0;
   bool draining_ = false;
+  ir::TickContext ctx_;
+  ir::Schedule sched_;
   flow::graph graph_;
+  flow::broadcast_node<flow::continue_msg> start_{graph_};
   std::vector<std::shared_ptr<void>> owned_;
+  std::vector<Slot> slots_;                   // by IR node id
+  std::vector<std::unique_ptr<ir::Op>> ops_;  // by IR node id (this location's kOp nodes)
   std::vector<Source> sources_;
   std::vector<Recv> recvs_;
   std::vector<Send> sends_;
+  std::map<uint32_t, size_t> send_of_;  // IR node id -> index into sends_
+  std::vector<Held> helds_;
   std::vector<transport::RxFrame> rx_;
 };
 
@@ -648,6 +803,10 @@ int run(const FlowBuilder& fb, int argc, char** argv) {
     return 0;
   }
   if (opts->verbose) std::fprintf(stderr, "sluice: flow:\n%s", g.dump().c_str());
+  if (auto s = g.check(); !s) {
+    std::fprintf(stderr, "sluice: error: %s\n", s.error().c_str());
+    return 2;
+  }
   StopSignals signals;
   try {
     int code = transport::LauncherEnv::present() ? run_member(g, *opts) : run_embedded(g, *opts);

@@ -1,4 +1,4 @@
-// The typed user API: a FlowBuilder declares locations and the streams between them.
+// The typed user API: a FlowBuilder declares locations and the live collections on them.
 //
 //   FlowBuilder flow;
 //   auto p1 = flow.process<struct P1>("p1");
@@ -6,13 +6,33 @@
 //   p1.source_iter(std::vector<int>{1, 2, 3}).send(p2).for_each([](int x) { std::printf("%d\n", x);
 //   }); return run(flow, argc, argv);
 //
-// Building a flow only records IR (sluice/ir.hpp); nothing runs until run(). Streams are cheap
-// handles; using one twice fans its batches out to both consumers. Element types that cross a
-// network edge need a Codec (sluice/codec.hpp). Not thread-safe: build a flow from one thread.
+// Collections carry their guarantees in the type, as in Hydro:
+//   Stream<T, L, B, O, R>          an ordered (O) sequence, Bounded or Unbounded (B), with exactly-
+//                                  or at-least-once delivery (R)
+//   KeyedStream<K, V, L, B, O, R>  a stream per key (O is the order within a key)
+//   Singleton<T, L, B>             one value (that may change over time when Unbounded)
+//   Optional<T, L, B>              zero or one value
+//   KeyedSingleton<K, V, L, B>     one value per key
+// L is a location: Process<Tag>, Cluster<Tag> (every member runs the same code), or Tick<L> (the
+// collection lives inside one tick of L: a batch that is complete at the end of the tick).
+// An operator that needs a stronger guarantee than its input has does not compile, and says
+// why; nondeterministic operators take a NonDet made by nondet("why").
+//
+// Building a flow only records IR (sluice/ir.hpp); nothing runs until run(). Collections are
+// cheap handles; using one twice fans its batches out to both consumers. Element types that
+// cross a network edge need a Codec (sluice/codec.hpp). Functions given to map, filter,
+// filter_map and flat_map may be called concurrently on parts of a large batch when they are
+// const-callable (like a Rust `Fn`): keep side effects in inspect, for_each and fold. Not
+// thread-safe: build a flow from one thread.
 #pragma once
 
+#include <chrono>
+#include <concepts>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <ranges>
 #include <string>
 #include <type_traits>
@@ -21,30 +41,85 @@
 #include <vector>
 
 #include "sluice/codec.hpp"
+#include "sluice/detail/ops.hpp"
 #include "sluice/ir.hpp"
+#include "sluice/markers.hpp"
+#include "sluice/member_id.hpp"
 
 namespace sluice {
-
-// Guarantees carried in the type, as in Hydro.
-struct Unbounded {};
-struct Bounded {};
-struct TotalOrder {};
-struct NoOrder {};
-struct ExactlyOnce {};
-struct AtLeastOnce {};
 
 class FlowBuilder;
 template <typename Tag>
 class Process;
+template <typename Tag>
+class Cluster;
+template <typename L>
+class Tick;
 template <typename T, typename L, typename B = Unbounded, typename O = TotalOrder,
           typename R = ExactlyOnce>
 class Stream;
+template <typename K, typename V, typename L, typename B = Unbounded, typename O = TotalOrder,
+          typename R = ExactlyOnce>
+class KeyedStream;
+template <typename T, typename L, typename B = Unbounded>
+class Singleton;
+template <typename T, typename L, typename B = Unbounded>
+class Optional;
+template <typename K, typename V, typename L, typename B = Unbounded>
+class KeyedSingleton;
+template <typename C>
+class ForwardRef;
 
 namespace detail {
 
 struct FlowState {
   ir::Graph graph;
 };
+
+template <typename L>
+struct TickTraits {
+  static constexpr bool kIsTick = false;
+  using Outer = L;
+};
+template <typename L>
+struct TickTraits<Tick<L>> {
+  static constexpr bool kIsTick = true;
+  using Outer = L;
+};
+template <typename L>
+inline constexpr bool kIsTick = TickTraits<L>::kIsTick;
+template <typename L>
+using OuterOf = typename TickTraits<L>::Outer;
+
+template <typename L, typename B>
+constexpr Emit emit_for() {
+  if constexpr (kIsTick<L>) {
+    return Emit::kPerTick;
+  } else if constexpr (std::is_same_v<B, Bounded>) {
+    return Emit::kFinal;
+  } else {
+    return Emit::kRunning;
+  }
+}
+
+template <typename T>
+struct PairTraits {
+  static constexpr bool kIsPair = false;
+};
+template <typename A, typename B>
+struct PairTraits<std::pair<A, B>> {
+  static constexpr bool kIsPair = true;
+  using First = A;
+  using Second = B;
+};
+
+// The member whose operators the calling thread is running (set by the runtime).
+struct CurrentMember {
+  uint32_t location = UINT32_MAX;
+  uint32_t member = 0;
+};
+const CurrentMember& current_member();
+void set_current_member(CurrentMember m);
 
 template <typename R>
 class RangeCursor final : public ir::SourceCursor {
@@ -66,6 +141,28 @@ class RangeCursor final : public ir::SourceCursor {
   std::shared_ptr<const R> range_;
   decltype(std::ranges::begin(std::declval<const R&>())) it_;
   decltype(std::ranges::end(std::declval<const R&>())) end_;
+};
+
+// One element per elapsed period (a burst catches up after a slow tick), forever.
+class IntervalCursor final : public ir::SourceCursor {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit IntervalCursor(Clock::duration period) : period_(period), due_(Clock::now() + period) {}
+  ir::AnyBatch next(size_t max) override {
+    auto b = std::make_shared<ir::Batch<Clock::time_point>>();
+    auto now = Clock::now();
+    while (due_ <= now && b->items.size() < max) {
+      b->items.push_back(now);
+      due_ += period_;
+    }
+    return b;
+  }
+  bool exhausted() const override { return false; }
+  std::optional<Clock::time_point> wake_at() const override { return due_; }
+
+ private:
+  Clock::duration period_;
+  Clock::time_point due_;
 };
 
 template <Encodable T>
@@ -143,48 +240,231 @@ ir::EdgeCodec make_edge_codec() {
   return c;
 }
 
+// Records an operator node and returns the collection C that reads it. `make` returns the
+// operator's body: a mutable lambda (std::span<const Port>, Chunks& out, const TickContext&).
+template <typename C, typename Loc, typename Make>
+C add_op(const std::shared_ptr<FlowState>& flow, const Loc& loc, const char* op,
+         std::vector<uint32_t> inputs, Make make) {
+  ir::Node n;
+  n.kind = ir::NodeKind::kOp;
+  n.op = op;
+  n.location = loc.id();
+  n.inputs = std::move(inputs);
+  n.tick_scoped = kIsTick<Loc>;
+  n.make_op = [make]() { return detail::make_op(make()); };
+  uint32_t id = flow->graph.add_node(std::move(n));
+  return C(flow, loc, id);
+}
+
+// A node that passes its input through unchanged (a change of type or location only).
+template <typename C, typename Loc>
+C add_pass(const std::shared_ptr<FlowState>& flow, const Loc& loc, const char* op, uint32_t input) {
+  return add_op<C>(flow, loc, op, {input}, [] {
+    return [](std::span<const Port> in, Chunks& out, const TickContext&) {
+      out.insert(out.end(), in[0].chunks->begin(), in[0].chunks->end());
+    };
+  });
+}
+
+template <typename C, typename Loc>
+C add_defer(const std::shared_ptr<FlowState>& flow, const Loc& loc, uint32_t input) {
+  static_assert(kIsTick<Loc>, "defer_tick works inside a tick: batch() or snapshot() first");
+  ir::Node n;
+  n.kind = ir::NodeKind::kDefer;
+  n.op = "defer_tick";
+  n.location = loc.id();
+  n.inputs = {input};
+  n.tick_scoped = true;
+  uint32_t id = flow->graph.add_node(std::move(n));
+  return C(flow, loc, id);
+}
+
+// map's inner loop: writes in place for trivial result types, so the compiler can vectorize it.
+template <typename U, typename T, typename F>
+void map_range(const T* a, const T* b, std::vector<U>& out, F& f) {
+  if constexpr (std::is_trivially_copyable_v<U> && std::is_default_constructible_v<U>) {
+    out.resize(static_cast<size_t>(b - a));
+    U* o = out.data();
+    for (; a != b; ++a, ++o) *o = std::invoke(f, *a);
+  } else {
+    out.reserve(static_cast<size_t>(b - a));
+    for (; a != b; ++a) out.push_back(std::invoke(f, *a));
+  }
+}
+
+// filter's inner loop: branch-free for trivial element types.
+template <typename T, typename P>
+void filter_range(const T* a, const T* b, std::vector<T>& out, P& pred) {
+  if constexpr (std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T>) {
+    out.resize(static_cast<size_t>(b - a));
+    T* o = out.data();
+    size_t m = 0;
+    for (; a != b; ++a) {
+      o[m] = *a;
+      m += std::invoke(pred, *a) ? 1 : 0;
+    }
+    out.resize(m);
+  } else {
+    for (; a != b; ++a) {
+      if (std::invoke(pred, *a)) out.push_back(*a);
+    }
+  }
+}
+
+// Base of every collection handle: the flow, the location and the IR node it reads.
+template <typename L>
+class Handle {
+ public:
+  Handle(std::shared_ptr<FlowState> flow, L loc, uint32_t node)
+      : flow_(std::move(flow)), loc_(std::move(loc)), node_(node) {}
+  const L& location() const { return loc_; }
+  uint32_t node_id() const { return node_; }
+  const std::shared_ptr<FlowState>& flow_state() const { return flow_; }
+
+ protected:
+  void check_tick(uint32_t tick_location) const;
+  std::shared_ptr<FlowState> flow_;
+  L loc_;
+  uint32_t node_;
+};
+
+template <typename L>
+void Handle<L>::check_tick(uint32_t tick_location) const {
+  if (tick_location != loc_.id()) {
+    // Misuse while building; reported by run() (Graph::check) before anything starts.
+    flow_->graph.add_error("batch/snapshot into a tick of " +
+                           flow_->graph.location(tick_location).name + " from a collection at " +
+                           flow_->graph.location(loc_.id()).name +
+                           ": use a tick of the collection's own location");
+  }
+}
+
+template <typename C>
+constexpr bool kIsSingletonLike = false;
+template <typename T, typename L, typename B>
+constexpr bool kIsSingletonLike<Singleton<T, L, B>> = true;
+template <typename C>
+constexpr bool kIsValueLike = kIsSingletonLike<C>;
+template <typename T, typename L, typename B>
+constexpr bool kIsValueLike<Optional<T, L, B>> = true;
+
+template <typename X>
+using KeyOf = typename PairTraits<X>::First;
+template <typename X>
+using ValOf = typename PairTraits<X>::Second;
+
 }  // namespace detail
 
+// ------------------------------------------------------------------------------------------------
+// Stream<T, L, B, O, R>
+// ------------------------------------------------------------------------------------------------
 template <typename T, typename L, typename B, typename O, typename R>
-class Stream {
+class Stream : public detail::Handle<L> {
+  using Base = detail::Handle<L>;
+  using Base::flow_;
+  using Base::loc_;
+  using Base::node_;
+  template <typename U, typename O2 = O, typename R2 = R, typename B2 = B>
+  using Same = Stream<U, L, B2, O2, R2>;
+  static constexpr detail::Emit kEmit = detail::emit_for<L, B>();
+  static constexpr bool kTotal = std::is_same_v<O, TotalOrder>;
+  static constexpr bool kOnce = std::is_same_v<R, ExactlyOnce>;
+
  public:
   using value_type = T;
   using location_type = L;
-
-  Stream(std::shared_ptr<detail::FlowState> flow, L loc, uint32_t node)
-      : flow_(std::move(flow)), loc_(std::move(loc)), node_(node) {}
-
-  const L& location() const { return loc_; }
-  uint32_t node_id() const { return node_; }
+  using Base::Base;
 
   // Applies `f` to each element.
   template <typename F>
   requires std::invocable<F&, const T&>
   auto map(F f) const {
     using U = std::decay_t<std::invoke_result_t<F&, const T&>>;
-    return add<U>("map", [f]() -> ir::TransformFn {
-      return [f](const ir::AnyBatch& in) mutable -> ir::AnyBatch {
-        const auto& xs = ir::items_of<T>(in);
-        auto out = std::make_shared<ir::Batch<U>>();
-        out->items.reserve(xs.size());
-        for (const auto& x : xs) out->items.push_back(std::invoke(f, x));
-        return out;
-      };
+    constexpr bool kPar = std::is_invocable_v<const F&, const T&>;
+    return detail::add_op<Same<U>>(flow_, loc_, "map", {node_}, [f] {
+      return
+          [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
+            detail::per_chunk<U, T>(*in[0].chunks, out, ctx, kPar,
+                                    [&f](const T* a, const T* b, std::vector<U>& o) {
+                                      if constexpr (kPar) {
+                                        detail::map_range(a, b, o, std::as_const(f));
+                                      } else {
+                                        detail::map_range(a, b, o, f);
+                                      }
+                                    });
+          };
     });
   }
 
   // Keeps the elements for which `pred` is true.
   template <typename F>
-  requires std::predicate<F&, const T&> Stream<T, L, B, O, R> filter(F pred)
+  requires std::predicate<F&, const T&> Same<T> filter(F pred)
   const {
-    return add<T>("filter", [pred]() -> ir::TransformFn {
-      return [pred](const ir::AnyBatch& in) mutable -> ir::AnyBatch {
-        const auto& xs = ir::items_of<T>(in);
-        auto out = std::make_shared<ir::Batch<T>>();
-        for (const auto& x : xs) {
-          if (std::invoke(pred, x)) out->items.push_back(x);
-        }
-        return out;
+    constexpr bool kPar = std::is_invocable_v<const F&, const T&>;
+    return detail::add_op<Same<T>>(flow_, loc_, "filter", {node_}, [pred] {
+      return [pred](std::span<const ir::Port> in, ir::Chunks& out,
+                    const ir::TickContext& ctx) mutable {
+        detail::per_chunk<T, T>(*in[0].chunks, out, ctx, kPar,
+                                [&pred](const T* a, const T* b, std::vector<T>& o) {
+                                  if constexpr (kPar) {
+                                    detail::filter_range(a, b, o, std::as_const(pred));
+                                  } else {
+                                    detail::filter_range(a, b, o, pred);
+                                  }
+                                });
+      };
+    });
+  }
+
+  // Maps each element to an optional and keeps the values that are present.
+  template <typename F>
+  requires std::invocable<F&, const T&>
+  auto filter_map(F f) const {
+    using Opt = std::decay_t<std::invoke_result_t<F&, const T&>>;
+    using U = typename Opt::value_type;
+    constexpr bool kPar = std::is_invocable_v<const F&, const T&>;
+    return detail::add_op<Same<U>>(flow_, loc_, "filter_map", {node_}, [f] {
+      return
+          [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
+            detail::per_chunk<U, T>(*in[0].chunks, out, ctx, kPar,
+                                    [&f](const T* a, const T* b, std::vector<U>& o) {
+                                      for (; a != b; ++a) {
+                                        auto r = std::invoke(f, *a);
+                                        if (r) o.push_back(std::move(*r));
+                                      }
+                                    });
+          };
+    });
+  }
+
+  // Maps each element to a range and emits its elements, in order.
+  template <typename F>
+  requires std::invocable<F&, const T&>
+  auto flat_map(F f) const {
+    using Rg = std::decay_t<std::invoke_result_t<F&, const T&>>;
+    using U = std::decay_t<std::ranges::range_value_t<Rg>>;
+    constexpr bool kPar = std::is_invocable_v<const F&, const T&>;
+    return detail::add_op<Same<U>>(flow_, loc_, "flat_map", {node_}, [f] {
+      return
+          [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
+            detail::per_chunk<U, T>(*in[0].chunks, out, ctx, kPar,
+                                    [&f](const T* a, const T* b, std::vector<U>& o) {
+                                      for (; a != b; ++a) {
+                                        for (auto&& y : std::invoke(f, *a)) o.push_back(y);
+                                      }
+                                    });
+          };
+    });
+  }
+
+  // Calls `f` on each element, in order, and passes the stream on unchanged.
+  template <typename F>
+  requires std::invocable<F&, const T&> Same<T> inspect(F f)
+  const {
+    return detail::add_op<Same<T>>(flow_, loc_, "inspect", {node_}, [f] {
+      return [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
+        detail::each<T>(*in[0].chunks, [&](const T& x) { std::invoke(f, x); });
+        out.insert(out.end(), in[0].chunks->begin(), in[0].chunks->end());
       };
     });
   }
@@ -193,28 +473,389 @@ class Stream {
   template <typename F>
   requires std::invocable<F&, const T&>
   void for_each(F f) const {
-    static_assert(std::is_same_v<O, TotalOrder>,
+    static_assert(kTotal,
                   "for_each needs a TotalOrder stream: call assume_ordering(nondet(...)) first");
-    static_assert(std::is_same_v<R, ExactlyOnce>,
+    static_assert(kOnce,
                   "for_each needs an ExactlyOnce stream: retries would run f more than once");
     ir::Node n;
-    n.kind = ir::NodeKind::kSink;
+    n.kind = ir::NodeKind::kOp;
     n.op = "for_each";
     n.location = loc_.id();
     n.inputs = {node_};
-    n.make_sink = [f]() -> ir::SinkFn {
-      return [f](const ir::AnyBatch& in) mutable {
-        for (const auto& x : ir::items_of<T>(in)) std::invoke(f, x);
-      };
+    n.sink = true;
+    n.tick_scoped = detail::kIsTick<L>;
+    n.make_op = [f]() {
+      return detail::make_op(
+          [f](std::span<const ir::Port> in, ir::Chunks&, const ir::TickContext&) mutable {
+            detail::each<T>(*in[0].chunks, [&](const T& x) { std::invoke(f, x); });
+          });
     };
     flow_->graph.add_node(std::move(n));
   }
 
+  // Folds the stream into one value: init() to start, then comb(acc&, x) (or acc = comb(acc, x))
+  // for each element in order. Inside a tick: the fold of the tick's batch, every tick. At the top
+  // level: a running value (Unbounded) or the final one (Bounded).
+  template <typename I, typename C>
+  auto fold(I init, C comb) const {
+    static_assert(kTotal,
+                  "fold needs a TotalOrder stream (the result could depend on arrival order): use "
+                  "fold_commutative, or assume_ordering(nondet(...))");
+    static_assert(kOnce, "fold needs an ExactlyOnce stream: a retried element would count twice");
+    return fold_impl("fold", std::move(init), std::move(comb));
+  }
+
+  // fold for combiners whose result does not depend on the order of elements.
+  template <typename I, typename C>
+  auto fold_commutative(I init, C comb) const {
+    static_assert(kOnce,
+                  "fold_commutative needs an ExactlyOnce stream: a retried element would count "
+                  "twice");
+    return fold_impl("fold_commutative", std::move(init), std::move(comb));
+  }
+
+  // Combines the elements pairwise in order: empty until the first element arrives.
+  template <typename C>
+  auto reduce(C comb) const {
+    static_assert(kTotal,
+                  "reduce needs a TotalOrder stream: use reduce_commutative, or "
+                  "assume_ordering(nondet(...))");
+    static_assert(kOnce, "reduce needs an ExactlyOnce stream: a retried element would count twice");
+    return reduce_impl("reduce", std::move(comb));
+  }
+  template <typename C>
+  auto reduce_commutative(C comb) const {
+    static_assert(kOnce, "reduce_commutative needs an ExactlyOnce stream");
+    return reduce_impl("reduce_commutative", std::move(comb));
+  }
+
+  // The number of elements (inside a tick: of the tick's batch).
+  Singleton<size_t, L, B> count() const {
+    static_assert(kOnce, "count needs an ExactlyOnce stream: a retried element would count twice");
+    return detail::add_op<Singleton<size_t, L, B>>(flow_, loc_, "count", {node_}, [] {
+      return [n = size_t{0}, cell = detail::Cell<size_t>{}](
+                 std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
+        size_t add = detail::count_of<T>(*in[0].chunks);
+        if constexpr (kEmit == detail::Emit::kPerTick) {
+          out.push_back(detail::batch_of(std::vector<size_t>{add}));
+        } else {
+          n += add;
+          if (!cell.has() || add != 0) cell.set(n);
+          if (detail::shows(kEmit, in[0].done)) cell.emit(out);
+        }
+      };
+    });
+  }
+
+  // Pairs each element with its index in the stream (inside a tick: in the tick's batch).
+  auto enumerate() const {
+    static_assert(kTotal, "enumerate needs a TotalOrder stream: indices would be arbitrary");
+    static_assert(kOnce, "enumerate needs an ExactlyOnce stream: a retry would take a new index");
+    using P = std::pair<size_t, T>;
+    return detail::add_op<Same<P>>(flow_, loc_, "enumerate", {node_}, [] {
+      return [next = size_t{0}](std::span<const ir::Port> in, ir::Chunks& out,
+                                const ir::TickContext&) mutable {
+        if constexpr (kEmit == detail::Emit::kPerTick) next = 0;
+        std::vector<P> v;
+        v.reserve(detail::count_of<T>(*in[0].chunks));
+        detail::each<T>(*in[0].chunks, [&](const T& x) { v.emplace_back(next++, x); });
+        if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
+      };
+    });
+  }
+
+  // Drops elements seen before (inside a tick: before in the same tick). The result is
+  // ExactlyOnce even when the input retries.
+  auto unique() const {
+    return detail::add_op<Same<T, O, ExactlyOnce>>(flow_, loc_, "unique", {node_}, [] {
+      return [seen = std::unordered_set<T, detail::Hash<T>>{}](
+                 std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
+        if constexpr (kEmit == detail::Emit::kPerTick) seen.clear();
+        std::vector<T> v;
+        detail::each<T>(*in[0].chunks, [&](const T& x) {
+          if (seen.insert(x).second) v.push_back(x);
+        });
+        if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
+      };
+    });
+  }
+
+  // The first element (inside a tick: of the tick's batch).
+  Optional<T, L, B> first() const {
+    static_assert(kTotal,
+                  "first needs a TotalOrder stream: on a NoOrder stream 'first' is arbitrary");
+    static_assert(kOnce, "first needs an ExactlyOnce stream");
+    return detail::add_op<Optional<T, L, B>>(flow_, loc_, "first", {node_}, [] {
+      return [cell = detail::Cell<T>{}](std::span<const ir::Port> in, ir::Chunks& out,
+                                        const ir::TickContext&) mutable {
+        const T* v = detail::value_of<T>(*in[0].chunks);
+        if constexpr (kEmit == detail::Emit::kPerTick) {
+          if (v != nullptr) out.push_back(detail::batch_of(std::vector<T>{*v}));
+        } else {
+          if (!cell.has() && v != nullptr) cell.set(*v);
+          cell.emit(out);  // the first element never changes once known
+        }
+      };
+    });
+  }
+
+  // All elements in one vector: inside a tick, the tick's batch; at the top level (Bounded only),
+  // the whole stream once it is complete.
+  Singleton<std::vector<T>, L, B> collect_vec() const {
+    static_assert(std::is_same_v<B, Bounded>,
+                  "collect_vec needs a Bounded stream: an Unbounded one never completes (batch it "
+                  "into a tick first)");
+    static_assert(kTotal,
+                  "collect_vec needs a TotalOrder stream: the vector's order would be arbitrary");
+    using V = std::vector<T>;
+    return detail::add_op<Singleton<V, L, B>>(flow_, loc_, "collect_vec", {node_}, [] {
+      return [cell = detail::Cell<V>{}](std::span<const ir::Port> in, ir::Chunks& out,
+                                        const ir::TickContext&) mutable {
+        if constexpr (kEmit == detail::Emit::kPerTick) {
+          V v;
+          detail::each<T>(*in[0].chunks, [&](const T& x) { v.push_back(x); });
+          out.push_back(detail::batch_of(std::vector<V>{std::move(v)}));
+        } else {
+          if (!cell.has()) cell.set(V{});
+          if (!in[0].chunks->empty()) {
+            V& v = cell.get();
+            detail::each<T>(*in[0].chunks, [&](const T& x) { v.push_back(x); });
+          }
+          if (in[0].done) cell.emit(out);
+        }
+      };
+    });
+  }
+
+  // Every pair (a, b) of an element of this stream and one of `other`.
+  template <typename U, typename O2, typename R2>
+  Stream<std::pair<T, U>, L, B, NoOrder, R> cross_product(
+      const Stream<U, L, B, O2, R2>& other) const {
+    using P = std::pair<T, U>;
+    return detail::add_op<Stream<P, L, B, NoOrder, R>>(
+        flow_, loc_, "cross_product", {node_, other.node_id()}, [] {
+          return
+              [ls = std::vector<T>{}, rs = std::vector<U>{}](
+                  std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
+                std::vector<T> nl;
+                std::vector<U> nr;
+                detail::each<T>(*in[0].chunks, [&](const T& x) { nl.push_back(x); });
+                detail::each<U>(*in[1].chunks, [&](const U& y) { nr.push_back(y); });
+                std::vector<P> v;
+                if constexpr (kEmit == detail::Emit::kPerTick) {
+                  for (const auto& a : nl)
+                    for (const auto& b : nr) v.emplace_back(a, b);
+                } else {
+                  // New pairs only: new x (old + new), old x new.
+                  for (const auto& a : nl) {
+                    for (const auto& b : rs) v.emplace_back(a, b);
+                    for (const auto& b : nr) v.emplace_back(a, b);
+                  }
+                  for (const auto& a : ls)
+                    for (const auto& b : nr) v.emplace_back(a, b);
+                  ls.insert(ls.end(), nl.begin(), nl.end());
+                  rs.insert(rs.end(), nr.begin(), nr.end());
+                }
+                if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
+              };
+        });
+  }
+
+  // Pairs each element with the value of a singleton (or optional: no value, no output). At the
+  // top level the singleton must be Bounded: elements wait until its final value is known.
+  template <typename S>
+  requires detail::kIsValueLike<S>
+  auto cross_singleton(const S& other) const {
+    using U = typename S::value_type;
+    static_assert(std::is_same_v<typename S::location_type, L>,
+                  "cross_singleton needs both collections at the same location (and tick)");
+    static_assert(detail::kIsTick<L> || std::is_same_v<typename S::bound_type, Bounded>,
+                  "cross_singleton at the top level needs a Bounded singleton: snapshot both into "
+                  "a tick to pair with a changing value");
+    using P = std::pair<T, U>;
+    return detail::add_op<Same<P>>(flow_, loc_, "cross_singleton", {node_, other.node_id()}, [] {
+      return [held = std::vector<T>{}](std::span<const ir::Port> in, ir::Chunks& out,
+                                       const ir::TickContext&) mutable {
+        const U* s = detail::value_of<U>(*in[1].chunks);
+        std::vector<P> v;
+        if constexpr (kEmit != detail::Emit::kPerTick) {
+          if (s == nullptr) {  // not known yet: hold the elements
+            detail::each<T>(*in[0].chunks, [&](const T& x) { held.push_back(x); });
+            return;
+          }
+          for (auto& x : held) v.emplace_back(std::move(x), *s);
+          held.clear();
+        }
+        if (s != nullptr) {
+          detail::each<T>(*in[0].chunks, [&](const T& x) { v.emplace_back(x, *s); });
+        }
+        if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
+      };
+    });
+  }
+
+  // Joins a stream of (key, v1) with one of (key, v2) on the key: (key, (v1, v2)).
+  template <typename V2, typename O2, typename R2, typename TT = T>
+  auto join(const Stream<std::pair<detail::KeyOf<TT>, V2>, L, B, O2, R2>& other) const {
+    using K = detail::KeyOf<TT>;
+    using V1 = detail::ValOf<TT>;
+    using P = std::pair<K, std::pair<V1, V2>>;
+    using Map1 = std::unordered_multimap<K, V1, detail::Hash<K>>;
+    using Map2 = std::unordered_multimap<K, V2, detail::Hash<K>>;
+    return detail::add_op<Stream<P, L, B, NoOrder, R>>(
+        flow_, loc_, "join", {node_, other.node_id()}, [] {
+          return [m1 = Map1{}, m2 = Map2{}](std::span<const ir::Port> in, ir::Chunks& out,
+                                            const ir::TickContext&) mutable {
+            if constexpr (kEmit == detail::Emit::kPerTick) {
+              m1.clear();
+              m2.clear();
+            }
+            std::vector<P> v;
+            // Symmetric hash join: each new left meets every right so far, then each new right
+            // meets every left so far (including this tick's).
+            detail::each<T>(*in[0].chunks, [&](const T& x) {
+              auto [lo, hi] = m2.equal_range(x.first);
+              for (auto it = lo; it != hi; ++it)
+                v.emplace_back(x.first, std::pair(x.second, it->second));
+              m1.emplace(x.first, x.second);
+            });
+            detail::each<std::pair<K, V2>>(*in[1].chunks, [&](const std::pair<K, V2>& y) {
+              auto [lo, hi] = m1.equal_range(y.first);
+              for (auto it = lo; it != hi; ++it)
+                v.emplace_back(y.first, std::pair(it->second, y.second));
+              m2.emplace(y.first, y.second);
+            });
+            if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
+          };
+        });
+  }
+
+  // Keeps the (key, value) elements whose key is not in `keys`. At the top level `keys` must be
+  // Bounded: elements wait until it is complete.
+  template <typename B2, typename O2, typename R2, typename TT = T>
+  auto anti_join(const Stream<detail::KeyOf<TT>, L, B2, O2, R2>& keys) const {
+    using K = detail::KeyOf<TT>;
+    static_assert(
+        detail::kIsTick<L> || std::is_same_v<B2, Bounded>,
+        "anti_join at the top level needs a Bounded key stream: otherwise no element could "
+        "ever be known to pass");
+    return detail::add_op<Same<T>>(flow_, loc_, "anti_join", {node_, keys.node_id()}, [] {
+      return [neg = std::unordered_set<K, detail::Hash<K>>{}, held = std::vector<T>{}](
+                 std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
+        if constexpr (kEmit == detail::Emit::kPerTick) neg.clear();
+        detail::each<K>(*in[1].chunks, [&](const K& k) { neg.insert(k); });
+        std::vector<T> v;
+        if constexpr (kEmit != detail::Emit::kPerTick) {
+          if (!in[1].done) {
+            detail::each<T>(*in[0].chunks, [&](const T& x) { held.push_back(x); });
+            return;
+          }
+          for (auto& x : held) {
+            if (!neg.count(x.first)) v.push_back(std::move(x));
+          }
+          held.clear();
+        }
+        detail::each<T>(*in[0].chunks, [&](const T& x) {
+          if (!neg.count(x.first)) v.push_back(x);
+        });
+        if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
+      };
+    });
+  }
+
+  // This stream, then `other` (both Bounded): order is kept. At the top level `other`'s elements
+  // wait until this stream is complete.
+  Stream chain(const Stream& other) const {
+    static_assert(std::is_same_v<B, Bounded>,
+                  "chain needs Bounded streams (the first must end); use interleave for Unbounded");
+    return detail::add_op<Stream>(flow_, loc_, "chain", {node_, other.node_id()}, [] {
+      return [held = ir::Chunks{}](std::span<const ir::Port> in, ir::Chunks& out,
+                                   const ir::TickContext&) mutable {
+        out.insert(out.end(), in[0].chunks->begin(), in[0].chunks->end());
+        if constexpr (kEmit != detail::Emit::kPerTick) {
+          if (!in[0].done) {
+            held.insert(held.end(), in[1].chunks->begin(), in[1].chunks->end());
+            return;
+          }
+          out.insert(out.end(), held.begin(), held.end());
+          held.clear();
+        }
+        out.insert(out.end(), in[1].chunks->begin(), in[1].chunks->end());
+      };
+    });
+  }
+
+  // Both streams merged as elements arrive: the order between them is arbitrary. Bounded only
+  // when both are.
+  template <typename B2, typename O2,
+            typename B3 = std::conditional_t<std::is_same_v<B, B2>, B, Unbounded>>
+  Stream<T, L, B3, NoOrder, R> interleave(const Stream<T, L, B2, O2, R>& other) const {
+    return detail::add_op<Stream<T, L, B3, NoOrder, R>>(
+        flow_, loc_, "interleave", {node_, other.node_id()}, [] {
+          return [](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) {
+            out.insert(out.end(), in[0].chunks->begin(), in[0].chunks->end());
+            out.insert(out.end(), in[1].chunks->begin(), in[1].chunks->end());
+          };
+        });
+  }
+
+  // (key, value) elements as a stream per key.
+  template <typename TT = T>
+  auto into_keyed() const {
+    static_assert(detail::PairTraits<TT>::kIsPair,
+                  "into_keyed needs a stream of (key, value) pairs");
+    using K = detail::KeyOf<TT>;
+    using V = detail::ValOf<TT>;
+    return detail::add_pass<KeyedStream<K, V, L, B, O, R>>(flow_, loc_, "into_keyed", node_);
+  }
+
+  // ---- ticks ----
+  // The elements that arrived by each tick of `tick`, as that tick's (Bounded) batch.
+  Stream<T, Tick<L>, Bounded, O, R> batch(const Tick<L>& tick, NonDet) const {
+    static_assert(!detail::kIsTick<L>, "batch takes a top-level stream into a tick");
+    this->check_tick(tick.id());
+    return detail::add_pass<Stream<T, Tick<L>, Bounded, O, R>>(flow_, tick, "batch", node_);
+  }
+  // Every tick's batch, concatenated, back at the top level.
+  auto all_ticks() const {
+    static_assert(detail::kIsTick<L>, "all_ticks takes a stream out of a tick");
+    using Out = detail::OuterOf<L>;
+    return detail::add_pass<Stream<T, Out, Unbounded, O, R>>(flow_, loc_.outer(), "all_ticks",
+                                                             node_);
+  }
+  // This tick's batch, delivered in the next tick (lazily: it waits for the next tick, it does
+  // not start one).
+  Stream defer_tick() const { return detail::add_defer<Stream>(flow_, loc_, node_); }
+
+  // ---- guarantees ----
+  template <typename O2>
+  Stream<T, L, B, O2, R> assume_ordering(NonDet) const {
+    return detail::add_pass<Stream<T, L, B, O2, R>>(flow_, loc_, "assume_ordering", node_);
+  }
+  template <typename O2 = NoOrder>
+  Stream<T, L, B, O2, R> weaken_ordering() const {
+    static_assert(std::is_same_v<O2, NoOrder> || std::is_same_v<O2, O>,
+                  "weaken_ordering can only drop ordering: use assume_ordering(nondet) to add it");
+    return detail::add_pass<Stream<T, L, B, O2, R>>(flow_, loc_, "weaken_ordering", node_);
+  }
+  template <typename R2>
+  Stream<T, L, B, O, R2> assume_retries(NonDet) const {
+    return detail::add_pass<Stream<T, L, B, O, R2>>(flow_, loc_, "assume_retries", node_);
+  }
+  template <typename R2 = AtLeastOnce>
+  Stream<T, L, B, O, R2> weaker_retries() const {
+    static_assert(std::is_same_v<R2, AtLeastOnce> || std::is_same_v<R2, R>,
+                  "weaker_retries can only weaken: use assume_retries(nondet) to strengthen");
+    return detail::add_pass<Stream<T, L, B, O, R2>>(flow_, loc_, "weaker_retries", node_);
+  }
+
+  // ---- network ----
   // Process -> Process: one ordered channel. The receiver sees a prefix of what was sent; after
   // a failure nothing more arrives. Ordering and retries are kept.
   template <typename Tag2>
   Stream<T, Process<Tag2>, Unbounded, O, R> send(
       const Process<Tag2>& to) const requires Encodable<T> {
+    static_assert(!detail::kIsTick<L>, "send works on top-level streams: all_ticks() first");
     ir::Node n;
     n.kind = ir::NodeKind::kNetwork;
     n.op = "send";
@@ -227,33 +868,479 @@ class Stream {
   }
 
  private:
-  template <typename U>
-  Stream<U, L, B, O, R> add(const char* op, std::function<ir::TransformFn()> make) const {
-    ir::Node n;
-    n.kind = ir::NodeKind::kTransform;
-    n.op = op;
-    n.location = loc_.id();
-    n.inputs = {node_};
-    n.make_transform = std::move(make);
-    uint32_t id = flow_->graph.add_node(std::move(n));
-    return Stream<U, L, B, O, R>(flow_, loc_, id);
+  template <typename I, typename C>
+  auto fold_impl(const char* op, I init, C comb) const {
+    using A = std::decay_t<std::invoke_result_t<I&>>;
+    return detail::add_op<Singleton<A, L, B>>(flow_, loc_, op, {node_}, [init, comb] {
+      return [init, comb, cell = detail::Cell<A>{}](std::span<const ir::Port> in, ir::Chunks& out,
+                                                    const ir::TickContext&) mutable {
+        if constexpr (kEmit == detail::Emit::kPerTick) {
+          A acc = std::invoke(init);
+          detail::each<T>(*in[0].chunks, [&](const T& x) { detail::combine(comb, acc, x); });
+          out.push_back(detail::batch_of(std::vector<A>{std::move(acc)}));
+        } else {
+          if (!cell.has()) cell.set(std::invoke(init));
+          if (!in[0].chunks->empty()) {
+            A& acc = cell.get();
+            detail::each<T>(*in[0].chunks, [&](const T& x) { detail::combine(comb, acc, x); });
+          }
+          if (detail::shows(kEmit, in[0].done)) cell.emit(out);
+        }
+      };
+    });
   }
 
+  template <typename C>
+  Optional<T, L, B> reduce_impl(const char* op, C comb) const {
+    return detail::add_op<Optional<T, L, B>>(flow_, loc_, op, {node_}, [comb] {
+      return [comb, cell = detail::Cell<T>{}](std::span<const ir::Port> in, ir::Chunks& out,
+                                              const ir::TickContext&) mutable {
+        if constexpr (kEmit == detail::Emit::kPerTick) {
+          std::optional<T> acc;
+          detail::each<T>(*in[0].chunks, [&](const T& x) {
+            if (acc) {
+              detail::combine(comb, *acc, x);
+            } else {
+              acc = x;
+            }
+          });
+          if (acc) out.push_back(detail::batch_of(std::vector<T>{std::move(*acc)}));
+        } else {
+          detail::each<T>(*in[0].chunks, [&](const T& x) {
+            if (cell.has()) {
+              detail::combine(comb, cell.get(), x);
+            } else {
+              cell.set(x);
+            }
+          });
+          if (detail::shows(kEmit, in[0].done)) cell.emit(out);
+        }
+      };
+    });
+  }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Singleton<T, L, B> and Optional<T, L, B>
+// ------------------------------------------------------------------------------------------------
+namespace detail {
+
+// What Singleton and Optional share: both carry at most one value per tick.
+template <typename T, typename L, typename B, template <typename, typename, typename> class Self>
+class ValueHandle : public Handle<L> {
+ protected:
+  using Handle<L>::flow_;
+  using Handle<L>::loc_;
+  using Handle<L>::node_;
+  static constexpr Emit kEmit = emit_for<L, B>();
+
+ public:
+  using value_type = T;
+  using location_type = L;
+  using bound_type = B;
+  using Handle<L>::Handle;
+
+  // Keeps the value when `pred` holds.
+  template <typename F>
+  requires std::predicate<F&, const T&> Optional<T, L, B> filter(F pred)
+  const {
+    return add_op<Optional<T, L, B>>(flow_, loc_, "filter", {node_}, [pred] {
+      return [pred](std::span<const Port> in, Chunks& out, const TickContext&) mutable {
+        const T* v = value_of<T>(*in[0].chunks);
+        if (v != nullptr && std::invoke(pred, *v))
+          out.insert(out.end(), in[0].chunks->begin(), in[0].chunks->end());
+      };
+    });
+  }
+
+  // The value as a one-element stream: inside a tick, every tick; at the top level (Bounded
+  // only), once.
+  Stream<T, L, Bounded, TotalOrder, ExactlyOnce> into_stream() const {
+    static_assert(std::is_same_v<B, Bounded>,
+                  "into_stream needs a Bounded singleton: an Unbounded one changes over time "
+                  "(snapshot it into a tick first)");
+    return add_op<Stream<T, L, Bounded, TotalOrder, ExactlyOnce>>(
+        flow_, loc_, "into_stream", {node_}, [] {
+          return [sent = false](std::span<const Port> in, Chunks& out, const TickContext&) mutable {
+            const T* v = value_of<T>(*in[0].chunks);
+            if (v == nullptr) return;
+            if constexpr (kEmit != Emit::kPerTick) {
+              if (sent) return;
+              sent = true;
+            }
+            out.push_back(batch_of(std::vector<T>{*v}));
+          };
+        });
+  }
+
+  // The value as of each tick of `tick`.
+  Self<T, Tick<L>, Bounded> snapshot(const Tick<L>& tick, NonDet) const {
+    static_assert(!kIsTick<L>, "snapshot takes a top-level value into a tick");
+    this->check_tick(tick.id());
+    return add_pass<Self<T, Tick<L>, Bounded>>(flow_, tick, "snapshot", node_);
+  }
+
+  // Each tick's value, as a top-level stream.
+  auto all_ticks() const {
+    static_assert(kIsTick<L>, "all_ticks takes a value out of a tick");
+    return add_pass<Stream<T, OuterOf<L>, Unbounded, TotalOrder, ExactlyOnce>>(flow_, loc_.outer(),
+                                                                               "all_ticks", node_);
+  }
+
+  // Last tick's value (nothing in the first tick).
+  Optional<T, L, Bounded> defer_tick() const {
+    return add_defer<Optional<T, L, Bounded>>(flow_, loc_, node_);
+  }
+
+ protected:
+  template <typename C, typename F>
+  C map_value(const char* op, F f) const {
+    using U = typename C::value_type;
+    return add_op<C>(flow_, loc_, op, {node_}, [f] {
+      return [f](std::span<const Port> in, Chunks& out, const TickContext&) mutable {
+        const T* v = value_of<T>(*in[0].chunks);
+        if (v != nullptr) out.push_back(batch_of(std::vector<U>{std::invoke(f, *v)}));
+      };
+    });
+  }
+  template <typename C, typename U>
+  C zip_value(uint32_t other) const {
+    using P = std::pair<T, U>;
+    return add_op<C>(flow_, loc_, "zip", {node_, other}, [] {
+      return [](std::span<const Port> in, Chunks& out, const TickContext&) {
+        const T* a = value_of<T>(*in[0].chunks);
+        const U* b = value_of<U>(*in[1].chunks);
+        if (a != nullptr && b != nullptr) out.push_back(batch_of(std::vector<P>{P(*a, *b)}));
+      };
+    });
+  }
+};
+
+}  // namespace detail
+
+template <typename T, typename L, typename B>
+class Singleton : public detail::ValueHandle<T, L, B, Singleton> {
+  using Base = detail::ValueHandle<T, L, B, Singleton>;
+
+ public:
+  using Base::Base;
+
+  template <typename F>
+  requires std::invocable<F&, const T&>
+  auto map(F f) const {
+    using U = std::decay_t<std::invoke_result_t<F&, const T&>>;
+    return this->template map_value<Singleton<U, L, B>>("map", std::move(f));
+  }
+  // Both values as a pair.
+  template <typename U>
+  Singleton<std::pair<T, U>, L, B> zip(const Singleton<U, L, B>& other) const {
+    return this->template zip_value<Singleton<std::pair<T, U>, L, B>, U>(other.node_id());
+  }
+  template <typename U>
+  Optional<std::pair<T, U>, L, B> zip(const Optional<U, L, B>& other) const {
+    return this->template zip_value<Optional<std::pair<T, U>, L, B>, U>(other.node_id());
+  }
+};
+
+template <typename T, typename L, typename B>
+class Optional : public detail::ValueHandle<T, L, B, Optional> {
+  using Base = detail::ValueHandle<T, L, B, Optional>;
+
+ public:
+  using Base::Base;
+
+  template <typename F>
+  requires std::invocable<F&, const T&>
+  auto map(F f) const {
+    using U = std::decay_t<std::invoke_result_t<F&, const T&>>;
+    return this->template map_value<Optional<U, L, B>>("map", std::move(f));
+  }
+  template <typename U>
+  Optional<std::pair<T, U>, L, B> zip(const Optional<U, L, B>& other) const {
+    return this->template zip_value<Optional<std::pair<T, U>, L, B>, U>(other.node_id());
+  }
+  template <typename U>
+  Optional<std::pair<T, U>, L, B> zip(const Singleton<U, L, B>& other) const {
+    return this->template zip_value<Optional<std::pair<T, U>, L, B>, U>(other.node_id());
+  }
+  // The value, or `fallback` when there is none (this tick).
+  Singleton<T, L, B> unwrap_or(T fallback) const {
+    return detail::add_op<Singleton<T, L, B>>(
+        this->flow_, this->loc_, "unwrap_or", {this->node_}, [fallback] {
+          return [fallback](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) {
+            const T* v = detail::value_of<T>(*in[0].chunks);
+            out.push_back(detail::batch_of(std::vector<T>{v != nullptr ? *v : fallback}));
+          };
+        });
+  }
+};
+
+// ------------------------------------------------------------------------------------------------
+// KeyedStream<K, V, L, B, O, R> and KeyedSingleton<K, V, L, B>  (elements are (key, value) pairs)
+// ------------------------------------------------------------------------------------------------
+template <typename K, typename V, typename L, typename B, typename O, typename R>
+class KeyedStream : public detail::Handle<L> {
+  using Base = detail::Handle<L>;
+  using Base::flow_;
+  using Base::loc_;
+  using Base::node_;
+  using P = std::pair<K, V>;
+  static constexpr detail::Emit kEmit = detail::emit_for<L, B>();
+
+ public:
+  using key_type = K;
+  using value_type = V;
+  using location_type = L;
+  using Base::Base;
+
+  // All (key, value) pairs; the order across keys is arbitrary.
+  Stream<P, L, B, NoOrder, R> entries() const {
+    return detail::add_pass<Stream<P, L, B, NoOrder, R>>(flow_, loc_, "entries", node_);
+  }
+  // All values; the order across keys is arbitrary.
+  Stream<V, L, B, NoOrder, R> values() const {
+    return detail::add_op<Stream<V, L, B, NoOrder, R>>(flow_, loc_, "values", {node_}, [] {
+      return [](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) {
+        std::vector<V> v;
+        detail::each<P>(*in[0].chunks, [&](const P& e) { v.push_back(e.second); });
+        if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
+      };
+    });
+  }
+  // Applies `f` to each value.
+  template <typename F>
+  requires std::invocable<F&, const V&>
+  auto map(F f) const {
+    using U = std::decay_t<std::invoke_result_t<F&, const V&>>;
+    return detail::add_op<KeyedStream<K, U, L, B, O, R>>(flow_, loc_, "map", {node_}, [f] {
+      return [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
+        std::vector<std::pair<K, U>> v;
+        detail::each<P>(*in[0].chunks,
+                        [&](const P& e) { v.emplace_back(e.first, std::invoke(f, e.second)); });
+        if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
+      };
+    });
+  }
+  // Keeps the values for which `pred` holds.
+  template <typename F>
+  requires std::predicate<F&, const V&> KeyedStream filter(F pred)
+  const {
+    return detail::add_op<KeyedStream>(flow_, loc_, "filter", {node_}, [pred] {
+      return [pred](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
+        std::vector<P> v;
+        detail::each<P>(*in[0].chunks, [&](const P& e) {
+          if (std::invoke(pred, e.second)) v.push_back(e);
+        });
+        if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
+      };
+    });
+  }
+  // Folds each key's values, in order: one value per key.
+  template <typename I, typename C>
+  auto fold(I init, C comb) const {
+    static_assert(std::is_same_v<O, TotalOrder>,
+                  "fold needs each key's values in TotalOrder: use fold_commutative");
+    static_assert(std::is_same_v<R, ExactlyOnce>, "fold needs an ExactlyOnce keyed stream");
+    return fold_impl("fold", std::move(init), std::move(comb));
+  }
+  template <typename I, typename C>
+  auto fold_commutative(I init, C comb) const {
+    static_assert(std::is_same_v<R, ExactlyOnce>,
+                  "fold_commutative needs an ExactlyOnce keyed stream");
+    return fold_impl("fold_commutative", std::move(init), std::move(comb));
+  }
+  // Combines each key's values pairwise, in order.
+  template <typename C>
+  KeyedSingleton<K, V, L, B> reduce(C comb) const {
+    static_assert(std::is_same_v<O, TotalOrder>,
+                  "reduce needs each key's values in TotalOrder: assume_ordering(nondet) first");
+    static_assert(std::is_same_v<R, ExactlyOnce>, "reduce needs an ExactlyOnce keyed stream");
+    return detail::add_op<KeyedSingleton<K, V, L, B>>(flow_, loc_, "reduce", {node_}, [comb] {
+      return [comb, cell = detail::KeyedCell<K, V>{}](std::span<const ir::Port> in, ir::Chunks& out,
+                                                      const ir::TickContext&) mutable {
+        if constexpr (kEmit == detail::Emit::kPerTick) cell.clear();
+        detail::each<P>(*in[0].chunks, [&](const P& e) {
+          auto [slot, fresh] = cell.try_put(e.first, e.second);
+          if (!fresh) detail::combine(comb, *slot, e.second);
+        });
+        if (detail::shows(kEmit, in[0].done)) cell.emit(out);
+      };
+    });
+  }
+  // The number of values per key.
+  KeyedSingleton<K, size_t, L, B> count() const {
+    return fold_commutative([] { return size_t{0}; }, [](size_t& n, const V&) { ++n; });
+  }
+
+  KeyedStream<K, V, Tick<L>, Bounded, O, R> batch(const Tick<L>& tick, NonDet) const {
+    static_assert(!detail::kIsTick<L>, "batch takes a top-level stream into a tick");
+    this->check_tick(tick.id());
+    return detail::add_pass<KeyedStream<K, V, Tick<L>, Bounded, O, R>>(flow_, tick, "batch", node_);
+  }
+  auto all_ticks() const {
+    static_assert(detail::kIsTick<L>, "all_ticks takes a stream out of a tick");
+    return detail::add_pass<KeyedStream<K, V, detail::OuterOf<L>, Unbounded, O, R>>(
+        flow_, loc_.outer(), "all_ticks", node_);
+  }
+  KeyedStream defer_tick() const { return detail::add_defer<KeyedStream>(flow_, loc_, node_); }
+  template <typename O2>
+  KeyedStream<K, V, L, B, O2, R> assume_ordering(NonDet) const {
+    return detail::add_pass<KeyedStream<K, V, L, B, O2, R>>(flow_, loc_, "assume_ordering", node_);
+  }
+  template <typename O2 = NoOrder>
+  KeyedStream<K, V, L, B, O2, R> weaken_ordering() const {
+    static_assert(std::is_same_v<O2, NoOrder> || std::is_same_v<O2, O>,
+                  "weaken_ordering can only drop ordering");
+    return detail::add_pass<KeyedStream<K, V, L, B, O2, R>>(flow_, loc_, "weaken_ordering", node_);
+  }
+  template <typename R2 = AtLeastOnce>
+  KeyedStream<K, V, L, B, O, R2> weaker_retries() const {
+    static_assert(std::is_same_v<R2, AtLeastOnce> || std::is_same_v<R2, R>,
+                  "weaker_retries can only weaken");
+    return detail::add_pass<KeyedStream<K, V, L, B, O, R2>>(flow_, loc_, "weaker_retries", node_);
+  }
+
+ private:
+  template <typename I, typename C>
+  auto fold_impl(const char* op, I init, C comb) const {
+    using A = std::decay_t<std::invoke_result_t<I&>>;
+    return detail::add_op<KeyedSingleton<K, A, L, B>>(flow_, loc_, op, {node_}, [init, comb] {
+      return [init, comb, cell = detail::KeyedCell<K, A>{}](
+                 std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
+        if constexpr (kEmit == detail::Emit::kPerTick) cell.clear();
+        detail::each<P>(*in[0].chunks, [&](const P& e) {
+          detail::combine(comb, cell.at(e.first, init), e.second);
+        });
+        if (detail::shows(kEmit, in[0].done)) cell.emit(out);
+      };
+    });
+  }
+};
+
+template <typename K, typename V, typename L, typename B>
+class KeyedSingleton : public detail::Handle<L> {
+  using Base = detail::Handle<L>;
+  using Base::flow_;
+  using Base::loc_;
+  using Base::node_;
+  using P = std::pair<K, V>;
+  static constexpr detail::Emit kEmit = detail::emit_for<L, B>();
+
+  // A stream made once from the (Bounded) keyed value: every tick inside a tick, once at the top.
+  template <typename U, typename F>
+  Stream<U, L, B, NoOrder, ExactlyOnce> project(const char* op, F f) const {
+    static_assert(std::is_same_v<B, Bounded>,
+                  "keys/values/entries need a Bounded keyed singleton: snapshot an Unbounded one "
+                  "into a tick first");
+    return detail::add_op<Stream<U, L, B, NoOrder, ExactlyOnce>>(flow_, loc_, op, {node_}, [f] {
+      return [f, sent = false](std::span<const ir::Port> in, ir::Chunks& out,
+                               const ir::TickContext&) mutable {
+        if (in[0].chunks->empty()) return;
+        if constexpr (kEmit != detail::Emit::kPerTick) {
+          if (sent) return;
+          sent = true;
+        }
+        std::vector<U> v;
+        detail::each<P>(*in[0].chunks, [&](const P& e) { v.push_back(f(e)); });
+        if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
+      };
+    });
+  }
+
+ public:
+  using key_type = K;
+  using value_type = V;
+  using location_type = L;
+  using Base::Base;
+
+  Stream<K, L, B, NoOrder, ExactlyOnce> keys() const {
+    return project<K>("keys", [](const P& e) { return e.first; });
+  }
+  Stream<V, L, B, NoOrder, ExactlyOnce> values() const {
+    return project<V>("values", [](const P& e) { return e.second; });
+  }
+  Stream<P, L, B, NoOrder, ExactlyOnce> entries() const {
+    return project<P>("entries", [](const P& e) { return e; });
+  }
+  // Applies `f` to each key's value.
+  template <typename F>
+  requires std::invocable<F&, const V&>
+  auto map(F f) const {
+    using U = std::decay_t<std::invoke_result_t<F&, const V&>>;
+    return detail::add_op<KeyedSingleton<K, U, L, B>>(flow_, loc_, "map", {node_}, [f] {
+      return [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
+        if (in[0].chunks->empty()) return;
+        std::vector<std::pair<K, U>> v;
+        detail::each<P>(*in[0].chunks,
+                        [&](const P& e) { v.emplace_back(e.first, std::invoke(f, e.second)); });
+        out.push_back(detail::batch_of(std::move(v)));
+      };
+    });
+  }
+  KeyedSingleton<K, V, Tick<L>, Bounded> snapshot(const Tick<L>& tick, NonDet) const {
+    static_assert(!detail::kIsTick<L>, "snapshot takes a top-level value into a tick");
+    this->check_tick(tick.id());
+    return detail::add_pass<KeyedSingleton<K, V, Tick<L>, Bounded>>(flow_, tick, "snapshot", node_);
+  }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Locations
+// ------------------------------------------------------------------------------------------------
+
+// The handle forward_ref returns: complete it once with the collection the reference stands for.
+template <typename C>
+class ForwardRef {
+ public:
+  ForwardRef(std::shared_ptr<detail::FlowState> flow, uint32_t node)
+      : flow_(std::move(flow)), node_(node) {}
+  // The reference now reads `c` (in the same tick; at the top level a cycle delivers in the
+  // next tick).
+  void complete(const C& c) const {
+    // A mistake (completing twice) is recorded in the graph and reported by run().
+    static_cast<void>(flow_->graph.complete_forward(node_, c.node_id()));
+  }
+  // The reference reads `c` one tick later (a tick-level cycle).
+  void complete_next_tick(const C& c) const {
+    static_assert(detail::kIsTick<typename C::location_type>,
+                  "complete_next_tick is for collections inside a tick");
+    static_assert(!detail::kIsSingletonLike<C>,
+                  "a Singleton has no value in the first tick: forward_ref an Optional and "
+                  "unwrap_or() it");
+    C deferred = detail::add_defer<C>(flow_, c.location(), c.node_id());
+    complete(deferred);
+  }
+
+ private:
   std::shared_ptr<detail::FlowState> flow_;
-  L loc_;
   uint32_t node_;
 };
 
-// A location with exactly one member. `Tag` distinguishes locations in the type system.
-template <typename Tag>
-class Process {
+namespace detail {
+
+template <typename C, typename Loc>
+std::pair<ForwardRef<C>, C> forward_ref(const std::shared_ptr<FlowState>& flow, const Loc& loc) {
+  static_assert(std::is_same_v<typename C::location_type, Loc>,
+                "forward_ref<C>: C must live at the location (or tick) forward_ref is called on");
+  ir::Node n;
+  n.kind = ir::NodeKind::kForward;
+  n.op = "forward_ref";
+  n.location = loc.id();
+  n.tick_scoped = kIsTick<Loc>;
+  uint32_t id = flow->graph.add_node(std::move(n));
+  return {ForwardRef<C>(flow, id), C(flow, loc, id)};
+}
+
+// What Process and Cluster share.
+template <typename Self>
+class Place {
  public:
-  using tag = Tag;
   uint32_t id() const { return loc_; }
   const std::string& name() const { return flow_->graph.location(loc_).name; }
 
   // A stream of the elements of `range`, in order. The range is copied (or moved) into the flow
-  // and iterated lazily, a batch per tick, so views such as std::views::iota cost no memory.
+  // and iterated lazily, a batch per tick, so views such as std::views::iota cost no memory. On
+  // a cluster every member iterates its own copy.
   template <std::ranges::input_range Rg>
   auto source_iter(Rg range) const {
     using T = std::ranges::range_value_t<Rg>;
@@ -263,29 +1350,126 @@ class Process {
     n.op = "source_iter";
     n.location = loc_;
     n.make_source = [shared]() -> std::unique_ptr<ir::SourceCursor> {
-      return std::make_unique<detail::RangeCursor<Rg>>(shared);
+      return std::make_unique<RangeCursor<Rg>>(shared);
     };
     uint32_t id = flow_->graph.add_node(std::move(n));
-    return Stream<T, Process<Tag>, Bounded, TotalOrder, ExactlyOnce>(flow_, *this, id);
+    return Stream<T, Self, Bounded, TotalOrder, ExactlyOnce>(flow_, self(), id);
   }
+
+  // The current time, once per `period`, forever (a job with one ends on SIGINT/SIGTERM). When a
+  // tick runs late, the missed elements come in a burst.
+  template <typename Rep, typename Per>
+  Stream<std::chrono::steady_clock::time_point, Self, Unbounded, TotalOrder, ExactlyOnce>
+  source_interval(std::chrono::duration<Rep, Per> period, NonDet) const {
+    auto d = std::chrono::duration_cast<std::chrono::steady_clock::duration>(period);
+    ir::Node n;
+    n.kind = ir::NodeKind::kSource;
+    n.op = "source_interval";
+    n.location = loc_;
+    n.make_source = [d]() -> std::unique_ptr<ir::SourceCursor> {
+      return std::make_unique<IntervalCursor>(d);
+    };
+    uint32_t id = flow_->graph.add_node(std::move(n));
+    return Stream<std::chrono::steady_clock::time_point, Self, Unbounded, TotalOrder, ExactlyOnce>(
+        flow_, self(), id);
+  }
+
+  // A clock for this location: collections batched into it are processed a tick at a time.
+  Tick<Self> tick() const { return Tick<Self>(self()); }
+
+  // A collection to use now and define later (cycles): returns the handle and the collection.
+  template <typename C>
+  std::pair<ForwardRef<C>, C> forward_ref() const {
+    return detail::forward_ref<C>(flow_, self());
+  }
+
+ protected:
+  Place(std::shared_ptr<FlowState> flow, uint32_t loc) : flow_(std::move(flow)), loc_(loc) {}
+  const Self& self() const { return static_cast<const Self&>(*this); }
+
+ public:
+  const std::shared_ptr<FlowState>& flow_state() const { return flow_; }  // internal
+
+ protected:
+  std::shared_ptr<FlowState> flow_;
+  uint32_t loc_;
+};
+
+}  // namespace detail
+
+// A location with exactly one member. `Tag` distinguishes locations in the type system.
+template <typename Tag>
+class Process : public detail::Place<Process<Tag>> {
+ public:
+  using tag = Tag;
 
  private:
   friend class FlowBuilder;
   Process(std::shared_ptr<detail::FlowState> flow, uint32_t loc)
-      : flow_(std::move(flow)), loc_(loc) {}
-  std::shared_ptr<detail::FlowState> flow_;
-  uint32_t loc_;
+      : detail::Place<Process<Tag>>(std::move(flow), loc) {}
 };
 
-// Declares the locations and streams of a program. Build it the same way in every process.
+// A location with many members running the same code (the count comes from the run: embedded
+// --sluice-cluster name=N, or the launcher's layout).
+template <typename Tag>
+class Cluster : public detail::Place<Cluster<Tag>> {
+ public:
+  using tag = Tag;
+  // The id of the member running the calling code. Call it inside an operator's function (the
+  // value differs per member); calling it elsewhere is a bug and aborts with a message.
+  MemberId<Tag> self_id() const {
+    const auto& m = detail::current_member();
+    if (m.location != this->loc_) {
+      std::fprintf(stderr,
+                   "sluice: %s.self_id() called outside an operator running on that cluster\n",
+                   this->name().c_str());
+      std::abort();
+    }
+    return MemberId<Tag>::from_raw(m.member);
+  }
+
+ private:
+  friend class FlowBuilder;
+  Cluster(std::shared_ptr<detail::FlowState> flow, uint32_t loc)
+      : detail::Place<Cluster<Tag>>(std::move(flow), loc) {}
+};
+
+// A tick of location L: collections inside it are one tick's batch, complete when the tick ends.
+// Every tick of a location advances together, once per runtime tick.
+template <typename L>
+class Tick {
+ public:
+  explicit Tick(L outer) : outer_(std::move(outer)) {}
+  uint32_t id() const { return outer_.id(); }
+  const L& outer() const { return outer_; }
+  // A collection inside this tick defined later: complete() it in the same tick (no cycle) or
+  // complete_next_tick() it (a cycle through ticks).
+  template <typename C>
+  std::pair<ForwardRef<C>, C> forward_ref() const {
+    return detail::forward_ref<C>(outer_.flow_state(), *this);
+  }
+
+ private:
+  L outer_;
+};
+
+// Declares the locations and collections of a program. Build it the same way in every process.
 class FlowBuilder {
  public:
   FlowBuilder() : state_(std::make_shared<detail::FlowState>()) {}
 
   template <typename Tag>
   Process<Tag> process(std::string name) {
+    detail::LocationName<Tag>::value = name;
     return Process<Tag>(state_,
                         state_->graph.add_location(std::move(name), ir::LocationKind::kProcess));
+  }
+
+  template <typename Tag>
+  Cluster<Tag> cluster(std::string name) {
+    detail::LocationName<Tag>::value = name;
+    return Cluster<Tag>(state_,
+                        state_->graph.add_location(std::move(name), ir::LocationKind::kCluster));
   }
 
   const ir::Graph& graph() const { return state_->graph; }

@@ -2,13 +2,20 @@
 // batches. It uses neither UCX nor TBB, so it can be built and inspected with no threads and no
 // network; the runtime lowers it (operators/src/runtime.cpp).
 //
+// Execution model: a location runs in ticks. In each tick every node runs once, in dependency
+// order, on what its inputs brought in that tick (a list of batches, `Chunks`), and learns for
+// each input whether it is done (will bring nothing after this tick). State an operator keeps
+// between ticks is top-level (`'static` in Hydro); operators inside a Tick keep none.
+//
 // Every process builds the same flow in the same order, so node and edge ids agree across the
 // job without any exchange (SPMD).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -25,10 +32,14 @@ struct BatchBase {
 };
 template <typename T>
 struct Batch final : BatchBase {
+  Batch() = default;
+  explicit Batch(std::vector<T> v) : items(std::move(v)) {}
   std::vector<T> items;
   size_t size() const override { return items.size(); }
 };
 using AnyBatch = std::shared_ptr<const BatchBase>;
+// What one edge carries in one tick, in order.
+using Chunks = std::vector<AnyBatch>;
 
 template <typename T>
 const std::vector<T>& items_of(const AnyBatch& b) {
@@ -41,6 +52,35 @@ class SourceCursor {
   virtual ~SourceCursor() = default;
   virtual AnyBatch next(size_t max) = 0;
   virtual bool exhausted() const = 0;
+  // When an unbounded source (a timer) next has something: the runtime sleeps until then.
+  virtual std::optional<std::chrono::steady_clock::time_point> wake_at() const { return {}; }
+};
+
+// Data parallelism offered to operators by the runtime (its TBB arena), without naming TBB here.
+class Parallel {
+ public:
+  virtual ~Parallel() = default;
+  virtual int concurrency() const = 0;
+  // Runs task(0) .. task(n-1), possibly at the same time, and returns when all are done.
+  virtual void run(size_t n, const std::function<void(size_t)>& task) const = 0;
+};
+
+struct TickContext {
+  uint64_t tick = 0;
+  const Parallel* parallel = nullptr;  // null: run everything on the calling thread
+};
+
+// One input of an operator in one tick.
+struct Port {
+  const Chunks* chunks = nullptr;
+  bool done = false;  // nothing arrives on this input after this tick
+};
+
+// An operator body: one instance per member, called once per tick (never concurrently).
+class Op {
+ public:
+  virtual ~Op() = default;
+  virtual void run(std::span<const Port> in, Chunks& out, const TickContext& ctx) = 0;
 };
 
 // How an edge's elements become bytes and back (built from Codec<T>).
@@ -62,10 +102,15 @@ struct Location {
   LocationKind kind = LocationKind::kProcess;
 };
 
-enum class NodeKind { kSource, kTransform, kSink, kNetwork };
-
-using TransformFn = std::function<AnyBatch(const AnyBatch&)>;
-using SinkFn = std::function<void(const AnyBatch&)>;
+enum class NodeKind {
+  kSource,   // make_source; no inputs
+  kOp,       // make_op over `inputs`, in the same tick
+  kNetwork,  // send side at `location`, receive side at `to_location`
+  kDefer,    // defer_tick: what its input brought in tick t comes out in tick t+1 (lazily: it
+             // does not start a tick by itself, as Hydro's defer_tick)
+  kForward,  // forward_ref: `inputs` set when completed; a top-level one on a cycle delivers in
+             // the next tick (eagerly), a tick-level one must not be on a cycle
+};
 
 struct Node {
   uint32_t id = 0;
@@ -73,20 +118,36 @@ struct Node {
   std::string op;         // "source_iter", "map", "send", ... (for dumps and errors)
   uint32_t location = 0;  // where the node runs; for kNetwork, the sending side
   std::vector<uint32_t> inputs;
+  bool sink = false;         // kOp with no output (for_each)
+  bool tick_scoped = false;  // lives inside a Tick (kForward: decides how a cycle is cut)
   // Factories: each member instance gets its own body, so per-member state stays separate.
   std::function<std::unique_ptr<SourceCursor>()> make_source;
-  std::function<TransformFn()> make_transform;
-  std::function<SinkFn()> make_sink;
+  std::function<std::unique_ptr<Op>()> make_op;
   // kNetwork only.
   uint32_t to_location = 0;
   uint32_t edge = 0;
   EdgeCodec codec;
 };
 
+// How one location runs its nodes in a tick.
+struct Schedule {
+  std::vector<uint32_t> order;  // kOp / kForward (same tick) / network sends, dependencies first
+  std::vector<uint32_t> back_edges;  // top-level kForward nodes that cut a cycle
+};
+
 class Graph {
  public:
   uint32_t add_location(std::string name, LocationKind kind);
   uint32_t add_node(Node n);  // assigns id (and edge id for kNetwork)
+  // Completes a forward reference; an error if `forward` is not one or was completed already.
+  Status complete_forward(uint32_t forward, uint32_t input);
+  // Records a mistake made while building (the typed API cannot fail there); check() reports it.
+  void add_error(std::string error) { errors_.push_back(std::move(error)); }
+  // Everything a flow must satisfy before it runs: forward references completed, no cycle
+  // inside a tick that does not pass through defer_tick. The message names the nodes.
+  Status check() const;
+  // The order in which `location`'s nodes run in a tick (call after check()).
+  Result<Schedule> schedule(uint32_t location) const;
   const std::vector<Location>& locations() const { return locations_; }
   const std::vector<Node>& nodes() const { return nodes_; }
   const Location& location(uint32_t id) const { return locations_.at(id); }
@@ -99,6 +160,7 @@ class Graph {
  private:
   std::vector<Location> locations_;
   std::vector<Node> nodes_;
+  std::vector<std::string> errors_;  // misuse found while building (reported by check())
   uint32_t next_edge_ = 0;
 };
 
