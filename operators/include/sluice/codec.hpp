@@ -1,6 +1,8 @@
 // Codec<T>: how a value becomes bytes on a network edge and back. Built in here: arithmetic
-// types and enums (fixed size, bulk-copied), std::string, std::vector, std::pair, std::tuple,
-// std::optional, and their nestings. A user type gets a codec by specializing Codec:
+// types and enums (fixed size, bulk-copied), MemberId (4 bytes), trivially copyable structs (their
+// bytes; see below), std::string, std::vector, std::pair, std::tuple, std::optional, and their
+// nestings; FlatBuffers tables travel as Flat<Table> (sluice/flat.hpp), Bytes as length + bytes.
+// The concept `Encodable<T>` is "T has a Codec". A user type gets a codec by specializing Codec:
 //
 //   struct Point { int32_t x, y; std::string label; };
 //   template <> struct sluice::Codec<Point> {
@@ -16,6 +18,18 @@
 //     }
 //   };
 //
+// A recursive type calls in.enter() before decoding its children and in.leave() after, so input
+// nested deeper than 64 levels fails instead of exhausting the stack.
+//
+// Trivially copyable structs (any class type with std::is_trivially_copyable_v, unless
+// kBytewiseCodec<T> is set to false) are sent as their sizeof(T) bytes, padding included, and a
+// run of them is copied with one memcpy. Both sides must agree on the layout (same compiler and
+// ABI). The bytes are not checked: a pointer member is meaningless in another process, and a bool
+// or enum member may arrive with a value outside its range. Specialize Codec<T> when that matters
+// (a full specialization wins over this rule). A partial specialization for a template of yours
+// whose instances are trivially copyable must also set
+// `template <class U> inline constexpr bool sluice::kBytewiseCodec<Yours<U>> = false;`.
+//
 // Decoding never trusts its input: every read is bounds-checked by Reader, lengths are checked
 // against the bytes that remain before anything is allocated, and nesting depth is capped.
 #pragma once
@@ -23,16 +37,19 @@
 #include <concepts>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "sluice/bytes.hpp"
+#include "sluice/member_id.hpp"
 
 namespace sluice {
 
@@ -91,6 +108,7 @@ class ZeroCopySink {
   virtual void add(uint8_t* at, const uint8_t* src, size_t n) = 0;
 };
 
+// The Codec concept: T has a Codec specialization with size, encode and decode.
 template <typename T>
 concept Encodable = requires(const T& v, uint8_t* out, Reader& in, T& dst) {
   { Codec<T>::size(v) } -> std::convertible_to<size_t>;
@@ -104,15 +122,20 @@ concept FixedSizeCodec = Encodable<T> && requires {
   Codec<T>::kFixedSize;
 };
 
-// Fixed-size values whose bytes are their encoding: a run of them is copied with one memcpy.
-// (bool is fixed-size but not bulk-copyable: decoding checks each byte is 0 or 1.)
+// Fixed-size values whose bytes are their encoding: a run of them is copied with one memcpy,
+// skipping the codec's own encode/decode. A codec says so with `kBulkCopy = true` (the built-in
+// ones for arithmetic types but bool, enums, MemberId and trivially copyable structs do); a user
+// codec that checks or transforms values leaves it out and is called per element.
 template <typename T>
-concept BulkCopyable =
-    FixedSizeCodec<T> && std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>;
+concept BulkCopyable = FixedSizeCodec<T> && std::is_trivially_copyable_v<T> && requires {
+  requires Codec<T>::kBulkCopy;
+  requires Codec<T>::kFixedSize == sizeof(T);
+};
 
 template <typename T>
 struct Codec<T, std::enable_if_t<std::is_arithmetic_v<T> || std::is_enum_v<T>>> {
   static constexpr size_t kFixedSize = sizeof(T);
+  static constexpr bool kBulkCopy = !std::is_same_v<T, bool>;  // bool checks each byte is 0 or 1
   static size_t size(const T&) { return sizeof(T); }
   static uint8_t* encode(const T& v, uint8_t* out) {
     std::memcpy(out, &v, sizeof(T));
@@ -128,6 +151,57 @@ struct Codec<T, std::enable_if_t<std::is_arithmetic_v<T> || std::is_enum_v<T>>> 
     } else {
       return in.read(&v, sizeof(T));
     }
+  }
+};
+
+// Whether a trivially copyable class type is sent as its bytes. False for the standard types
+// that have a codec of their own (std::optional<int> is trivially copyable in libstdc++) and for
+// views, whose bytes are a pointer into the sender's memory.
+template <typename T>
+inline constexpr bool kBytewiseCodec = (std::is_class_v<T> && std::is_trivially_copyable_v<T>);
+template <typename T>
+inline constexpr bool kBytewiseCodec<std::optional<T>> = false;
+template <typename A, typename B>
+inline constexpr bool kBytewiseCodec<std::pair<A, B>> = false;
+template <typename... Ts>
+inline constexpr bool kBytewiseCodec<std::tuple<Ts...>> = false;
+template <typename Tag>
+inline constexpr bool kBytewiseCodec<MemberId<Tag>> = false;
+template <typename C, typename Tr>
+inline constexpr bool kBytewiseCodec<std::basic_string_view<C, Tr>> = false;
+template <typename T, size_t N>
+inline constexpr bool kBytewiseCodec<std::span<T, N>> = false;
+template <typename T>
+inline constexpr bool kBytewiseCodec<std::reference_wrapper<T>> = false;
+
+// Trivially copyable structs: their bytes (see the top of this file for what that does not check).
+template <typename T>
+struct Codec<T, std::enable_if_t<kBytewiseCodec<T>>> {
+  static constexpr size_t kFixedSize = sizeof(T);
+  static constexpr bool kBulkCopy = true;
+  static size_t size(const T&) { return sizeof(T); }
+  static uint8_t* encode(const T& v, uint8_t* out) {
+    std::memcpy(out, &v, sizeof(T));
+    return out + sizeof(T);
+  }
+  static bool decode(Reader& in, T& v) { return in.read(&v, sizeof(T)); }
+};
+
+// MemberId: its raw id, 4 bytes. Not checked against the job here: the codec does not know it.
+template <typename Tag>
+struct Codec<MemberId<Tag>> {
+  static_assert(sizeof(MemberId<Tag>) == sizeof(uint32_t), "bulk copies rely on this");
+  static constexpr size_t kFixedSize = sizeof(uint32_t);
+  static constexpr bool kBulkCopy = true;
+  static size_t size(const MemberId<Tag>&) { return kFixedSize; }
+  static uint8_t* encode(const MemberId<Tag>& id, uint8_t* out) {
+    return Codec<uint32_t>::encode(id.raw(), out);
+  }
+  static bool decode(Reader& in, MemberId<Tag>& id) {
+    uint32_t raw;
+    if (!Codec<uint32_t>::decode(in, raw)) return false;
+    id = MemberId<Tag>::from_raw(raw);
+    return true;
   }
 };
 
@@ -191,14 +265,17 @@ struct Codec<std::vector<T>> {
         return size_t{1};
     }();
     if (!detail::get_len(in, n, kMin, "vector")) return false;
-    if constexpr (sizeof(T) == 1 && BulkCopyable<T>) {
-      const uint8_t* p = in.take(n);  // one copy, no zero-fill first
+    if constexpr (BulkCopyable<T>) {
+      const uint8_t* p = in.take(n * sizeof(T));  // get_len checked n * sizeof(T) <= remaining
       if (p == nullptr) return false;
-      v.assign(reinterpret_cast<const T*>(p), reinterpret_cast<const T*>(p) + n);
+      if (reinterpret_cast<uintptr_t>(p) % alignof(T) == 0) {
+        // Frames keep elements 8-aligned: one copy, without zero-filling first.
+        v.assign(reinterpret_cast<const T*>(p), reinterpret_cast<const T*>(p) + n);
+      } else {
+        v.resize(n);
+        if (n != 0) std::memcpy(v.data(), p, n * sizeof(T));
+      }
       return true;
-    } else if constexpr (BulkCopyable<T>) {
-      v.resize(n);
-      return in.read(v.data(), n * sizeof(T));
     } else {
       if (!in.enter()) return false;
       v.clear();

@@ -3,5 +3,6 @@
 
 #include "sluice/bytes.hpp"
 #include "sluice/codec.hpp"
+#include "sluice/flat.hpp"
 #include "sluice/flow.hpp"
 #include "sluice/run.hpp"
