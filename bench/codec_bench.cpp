@@ -2,17 +2,22 @@
 // same bytes, in one binary so the ratios come from one run. Sweeps the batch / element size.
 //
 //   ./sluice_codec_bench --benchmark_min_time=0.2
+//   scripts/bench_codec.sh     # medians of 3 at 64 KiB, as ratios to memcpy
 //
 // The edge codec (detail::make_edge_codec) is what the runtime calls at flush time: a batch of
 // fixed-size elements is one memcpy; std::vector<uint8_t> elements are a length prefix plus a
 // memcpy each; decode allocates one vector per element.
 #include <benchmark/benchmark.h>
 
+#include <sluice/flat.hpp>
 #include <sluice/flow.hpp>
 
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
+
+#include "codec_bench_generated.h"
 
 namespace {
 
@@ -105,7 +110,72 @@ void BM_BytesElementEncode(benchmark::State& state) {
 }
 BENCHMARK(BM_BytesElementEncode)->Arg(64 << 10);
 
-// The reference: memcpy of the same payload bytes (16 x size, like the batch benchmarks).
+// Sizes in payload bytes, shared by the element codecs below and BM_Memcpy.
+void payload_sizes(benchmark::internal::Benchmark* b) {
+  for (int64_t size : {64, 4096, 64 << 10, 1 << 20}) b->Arg(size);
+}
+
+// Codec<std::vector<int64_t>>: a length and one memcpy each way (decode allocates the vector).
+std::vector<int64_t> int64_payload(size_t bytes) {
+  std::vector<int64_t> v(bytes / sizeof(int64_t));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<int64_t>(i);
+  return v;
+}
+
+// Codec<Flat<Payload>>: a length, the buffer (a table around `bytes` of int64), padding.
+sluice::Flat<bench::Payload> flat_payload(size_t bytes) {
+  flatbuffers::FlatBufferBuilder fbb(bytes + 64);
+  auto values = fbb.CreateVector(int64_payload(bytes));
+  fbb.Finish(bench::CreatePayload(fbb, values));
+  return sluice::Flat<bench::Payload>(std::move(fbb));
+}
+
+// Encoding one element `make(size)` that carries `size` payload bytes.
+template <typename Make>
+void BM_Encode(benchmark::State& state, Make make) {
+  const auto size = static_cast<size_t>(state.range(0));
+  const auto v = make(size);
+  using C = sluice::Codec<std::remove_const_t<decltype(v)>>;
+  std::vector<uint8_t> out(C::size(v));
+  for (auto _ : state) {
+    uint8_t* end = C::encode(v, out.data());
+    benchmark::DoNotOptimize(end);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(size));
+}
+
+// Decoding it into a fresh element, as the runtime does for each one received. With `in_frame`
+// the Reader has an owner, as for a received frame, so a decoder may point into it.
+template <typename Make>
+void BM_Decode(benchmark::State& state, Make make, bool in_frame) {
+  const auto size = static_cast<size_t>(state.range(0));
+  const auto v = make(size);
+  using T = std::remove_const_t<decltype(v)>;
+  auto wire = std::make_shared<std::vector<uint8_t>>(sluice::Codec<T>::size(v));
+  sluice::Codec<T>::encode(v, wire->data());
+  std::shared_ptr<const void> owner;
+  if (in_frame) owner = wire;
+  for (auto _ : state) {
+    sluice::Reader in(*wire, owner);
+    T out;
+    bool ok = sluice::Codec<T>::decode(in, out);
+    benchmark::DoNotOptimize(ok);
+    benchmark::DoNotOptimize(&out);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(size));
+}
+
+BENCHMARK_CAPTURE(BM_Encode, VectorInt64, int64_payload)->Apply(payload_sizes);
+BENCHMARK_CAPTURE(BM_Decode, VectorInt64, int64_payload, true)->Apply(payload_sizes);
+BENCHMARK_CAPTURE(BM_Encode, Flat, flat_payload)->Apply(payload_sizes);
+// No owner (bytes the receiver cannot keep): copy into aligned memory, then verify.
+BENCHMARK_CAPTURE(BM_Decode, FlatCopy, flat_payload, false)->Apply(payload_sizes);
+// A received frame: verify only; the table stays where it arrived (zero-copy).
+BENCHMARK_CAPTURE(BM_Decode, FlatInPlace, flat_payload, true)->Apply(payload_sizes);
+
+// The reference: memcpy of `size` payload bytes, the sizes the element codecs above sweep.
 void BM_Memcpy(benchmark::State& state) {
   const auto size = static_cast<size_t>(state.range(0));
   std::vector<uint8_t> src(size, 7), dst(size);
@@ -116,7 +186,7 @@ void BM_Memcpy(benchmark::State& state) {
   }
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(size));
 }
-BENCHMARK(BM_Memcpy)->Arg(8)->Arg(512)->Arg(64 << 10)->Arg(1 << 20)->Arg(16 << 20);
+BENCHMARK(BM_Memcpy)->Arg(8)->Arg(512)->Apply(payload_sizes)->Arg(16 << 20);
 
 }  // namespace
 
