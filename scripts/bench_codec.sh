@@ -4,7 +4,7 @@
 #   BUILD=./build scripts/bench_codec.sh
 #
 # Runs sluice_codec_bench with --benchmark_repetitions=${REPS:-3} and prints, for 64 KiB
-# payloads, the median bytes/s of each codec (Codec<std::vector<int64_t>> and
+# payloads, the median throughput (GB/s, 1e9 bytes/s) of each codec (Codec<std::vector<int64_t>> and
 # Codec<Flat<Payload>>, encode and decode) and its ratio to the median memcpy. The bar is 0.5x
 # memcpy. Exit status: 0 when every number was produced (whether or not the bar is met).
 set -u -o pipefail
