@@ -19,12 +19,12 @@
 #include <set>
 #include <thread>
 
+#include "placement.hpp"
 #include "sluice/run.hpp"
 #include "sluice/transport/bootstrap.hpp"
 #include "sluice/transport/log.hpp"
 #include "sluice/transport/node.hpp"
 #include "sluice/transport/options.hpp"
-#include "sluice/transport/placement.hpp"
 
 namespace sluice {
 namespace {
@@ -671,10 +671,24 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
   std::string job = random_job_id();
   std::vector<std::unique_ptr<Node>> nodes;
   std::vector<std::unique_ptr<MemberRuntime>> members;
+  // Placements first, from this (unpinned) thread: each member gets its share of the cores.
+  std::vector<std::unique_ptr<detail::MemberPlacement>> places;
+  for (uint32_t r = 0; r < layout.size(); ++r) {
+    auto place = detail::MemberPlacement::create(opts.bind, r, layout.size());
+    if (!place) {
+      SLUICE_LOG_ERROR("%s", place.error().c_str());
+      return 2;
+    }
+    SLUICE_LOG_INFO("%s: %s", layout.member_of(r).to_string().c_str(),
+                    (*place)->describe().c_str());
+    places.push_back(std::move(*place));
+  }
   std::vector<transport::PeerInfo> peers;
   for (uint32_t r = 0; r < layout.size(); ++r) {
     auto ref = layout.member_of(r);
-    auto node = Node::create(opts.transport, r, layout.size(), job, ref.to_string());
+    auto topts = opts.transport;
+    topts.cpu_share = places[r]->share();  // the progress thread joins the member's share
+    auto node = Node::create(topts, r, layout.size(), job, ref.to_string());
     if (!node) {
       SLUICE_LOG_ERROR("%s", node.error().c_str());
       return 2;
@@ -699,9 +713,10 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
   std::atomic<bool> ok{true};
   std::vector<std::thread> threads;
   for (uint32_t r = 0; r < members.size(); ++r) {
-    threads.emplace_back([&ok, mr = members[r].get(), node = nodes[r].get()] {
+    threads.emplace_back([&ok, mr = members[r].get(), node = nodes[r].get(),
+                          place = places[r].get()] {
       try {
-        if (!mr->run()) ok = false;
+        if (!place->execute([mr] { return mr->run(); })) ok = false;
       } catch (const std::exception& e) {
         // User code threw inside this member's graph: report it, end this member cleanly.
         SLUICE_LOG_ERROR("%s: unhandled exception: %s", mr->name().c_str(), e.what());
@@ -731,10 +746,16 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
     SLUICE_LOG_ERROR("%s", s.error().c_str());
     return 2;
   }
-  if (opts.bind == transport::BindMode::kCore) {
-    if (auto s = transport::bind_to_core(env->rank); !s) SLUICE_LOG_WARN("%s", s.error().c_str());
+  // All members of a sluice-run job share this host: the rank is the local index.
+  auto place = detail::MemberPlacement::create(opts.bind, env->rank, env->layout.size());
+  if (!place) {
+    SLUICE_LOG_ERROR("%s", place.error().c_str());
+    return 2;
   }
-  auto node = Node::create(opts.transport, env->rank, env->layout.size(), env->job_id,
+  SLUICE_LOG_INFO("%s", (*place)->describe().c_str());
+  auto topts = opts.transport;
+  topts.cpu_share = (*place)->share();
+  auto node = Node::create(topts, env->rank, env->layout.size(), env->job_id,
                            env->location + "/" + std::to_string(env->member));
   if (!node) {
     SLUICE_LOG_ERROR("%s", node.error().c_str());
@@ -775,7 +796,7 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
     SLUICE_LOG_ERROR("%s", s.error().c_str());
     return 2;
   }
-  bool ok = member.run();
+  bool ok = (*place)->execute([&member] { return member.run(); });
   n->shutdown();
   if (opts.stats) print_stats(member.name(), *n, env->layout);
   return ok ? 0 : 1;
