@@ -1,0 +1,5 @@
+#include "common.hpp"
+void build() {
+  FlowBuilder flow;
+  ordered_stream(flow).weaken_ordering().first();
+}
