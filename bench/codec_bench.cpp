@@ -9,6 +9,8 @@
 // memcpy each; decode allocates one vector per element.
 #include <benchmark/benchmark.h>
 
+#include <iterator>
+
 #include <sluice/flat.hpp>
 #include <sluice/flow.hpp>
 
@@ -24,7 +26,7 @@ namespace {
 template <typename T>
 sluice::ir::AnyBatch make_batch(std::vector<T> items) {
   auto b = std::make_shared<sluice::ir::Batch<T>>();
-  b->items = std::move(items);
+  b->items.assign(std::make_move_iterator(items.begin()), std::make_move_iterator(items.end()));
   return b;
 }
 

@@ -301,9 +301,12 @@ class MemberRuntime {
       slot.out.clear();
       if (!s.cursor->exhausted() && !abandon_if_useless(s) && !feeds_blocked_send(s)) {
         // Back-pressure: a source whose output still waits for window does not pull more.
-        ir::AnyBatch b = s.cursor->next(batch_);
-        pulled += b->size();
-        if (b->size() > 0) {
+        // A tick's batch comes in cache-sized chunks.
+        for (size_t left = batch_; left > 0 && !s.cursor->exhausted();) {
+          ir::AnyBatch b = s.cursor->next(std::min(left, detail::kPiece));
+          if (b->size() == 0) break;
+          left -= std::min(left, b->size());
+          pulled += b->size();
           slot.out.push_back(std::move(b));
           work = true;
         }

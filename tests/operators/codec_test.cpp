@@ -110,7 +110,7 @@ TEST(EdgeCodec, BatchRoundTripsAndRejectsMismatchedCounts) {
   codec.encode(b, buf.data(), nullptr);
   auto ok = codec.decode(buf, 3, nullptr);
   ASSERT_TRUE(ok) << ok.error();
-  EXPECT_EQ(ir::items_of<int64_t>(*ok), (std::vector<int64_t>{5, 6, 7}));
+  EXPECT_EQ(ir::items_of<int64_t>(*ok), (ir::Vec<int64_t>{5, 6, 7}));
   auto bad = codec.decode(buf, 4, nullptr);
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().find("4 elements"), std::string::npos) << bad.error();

@@ -131,8 +131,23 @@ class RangeCursor final : public ir::SourceCursor {
         end_(std::ranges::end(*range_)) {}
   ir::AnyBatch next(size_t max) override {
     auto b = std::make_shared<ir::Batch<T>>();
-    b->items.reserve(std::min<size_t>(max, 1u << 16));
-    for (size_t i = 0; i < max && it_ != end_; ++i, ++it_) b->items.push_back(*it_);
+    if constexpr (std::ranges::sized_range<const R> && std::ranges::random_access_range<const R>) {
+      // One bulk copy (vectorized for plain ranges and iota views).
+      auto n = static_cast<size_t>(end_ - it_);
+      auto k = static_cast<std::ranges::range_difference_t<const R>>(std::min(max, n));
+      if constexpr (std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T>) {
+        b->items.resize(static_cast<size_t>(k));
+        T* o = b->items.data();
+        for (decltype(k) i = 0; i < k; ++i) o[i] = it_[i];
+      } else {
+        b->items.reserve(static_cast<size_t>(k));
+        for (decltype(k) i = 0; i < k; ++i) b->items.push_back(it_[i]);
+      }
+      it_ += k;
+    } else {
+      b->items.reserve(std::min<size_t>(max, 1u << 16));
+      for (size_t i = 0; i < max && it_ != end_; ++i, ++it_) b->items.push_back(*it_);
+    }
     return b;
   }
   bool exhausted() const override { return it_ == end_; }
@@ -281,7 +296,7 @@ C add_defer(const std::shared_ptr<FlowState>& flow, const Loc& loc, uint32_t inp
 
 // map's inner loop: writes in place for trivial result types, so the compiler can vectorize it.
 template <typename U, typename T, typename F>
-void map_range(const T* a, const T* b, std::vector<U>& out, F& f) {
+void map_range(const T* a, const T* b, ir::Vec<U>& out, F& f) {
   if constexpr (std::is_trivially_copyable_v<U> && std::is_default_constructible_v<U>) {
     out.resize(static_cast<size_t>(b - a));
     U* o = out.data();
@@ -294,7 +309,7 @@ void map_range(const T* a, const T* b, std::vector<U>& out, F& f) {
 
 // filter's inner loop: branch-free for trivial element types.
 template <typename T, typename P>
-void filter_range(const T* a, const T* b, std::vector<T>& out, P& pred) {
+void filter_range(const T* a, const T* b, ir::Vec<T>& out, P& pred) {
   if constexpr (std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T>) {
     out.resize(static_cast<size_t>(b - a));
     T* o = out.data();
@@ -385,7 +400,7 @@ class Stream : public detail::Handle<L> {
       return
           [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
             detail::per_chunk<U, T>(*in[0].chunks, out, ctx, kPar,
-                                    [&f](const T* a, const T* b, std::vector<U>& o) {
+                                    [&f](const T* a, const T* b, ir::Vec<U>& o) {
                                       if constexpr (kPar) {
                                         detail::map_range(a, b, o, std::as_const(f));
                                       } else {
@@ -405,7 +420,7 @@ class Stream : public detail::Handle<L> {
       return [pred](std::span<const ir::Port> in, ir::Chunks& out,
                     const ir::TickContext& ctx) mutable {
         detail::per_chunk<T, T>(*in[0].chunks, out, ctx, kPar,
-                                [&pred](const T* a, const T* b, std::vector<T>& o) {
+                                [&pred](const T* a, const T* b, ir::Vec<T>& o) {
                                   if constexpr (kPar) {
                                     detail::filter_range(a, b, o, std::as_const(pred));
                                   } else {
@@ -427,7 +442,7 @@ class Stream : public detail::Handle<L> {
       return
           [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
             detail::per_chunk<U, T>(*in[0].chunks, out, ctx, kPar,
-                                    [&f](const T* a, const T* b, std::vector<U>& o) {
+                                    [&f](const T* a, const T* b, ir::Vec<U>& o) {
                                       for (; a != b; ++a) {
                                         auto r = std::invoke(f, *a);
                                         if (r) o.push_back(std::move(*r));
@@ -448,7 +463,7 @@ class Stream : public detail::Handle<L> {
       return
           [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
             detail::per_chunk<U, T>(*in[0].chunks, out, ctx, kPar,
-                                    [&f](const T* a, const T* b, std::vector<U>& o) {
+                                    [&f](const T* a, const T* b, ir::Vec<U>& o) {
                                       for (; a != b; ++a) {
                                         for (auto&& y : std::invoke(f, *a)) o.push_back(y);
                                       }
@@ -537,7 +552,7 @@ class Stream : public detail::Handle<L> {
                  std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
         size_t add = detail::count_of<T>(*in[0].chunks);
         if constexpr (kEmit == detail::Emit::kPerTick) {
-          out.push_back(detail::batch_of(std::vector<size_t>{add}));
+          out.push_back(detail::one(add));
         } else {
           n += add;
           if (!cell.has() || add != 0) cell.set(n);
@@ -556,7 +571,7 @@ class Stream : public detail::Handle<L> {
       return [next = size_t{0}](std::span<const ir::Port> in, ir::Chunks& out,
                                 const ir::TickContext&) mutable {
         if constexpr (kEmit == detail::Emit::kPerTick) next = 0;
-        std::vector<P> v;
+        ir::Vec<P> v;
         v.reserve(detail::count_of<T>(*in[0].chunks));
         detail::each<T>(*in[0].chunks, [&](const T& x) { v.emplace_back(next++, x); });
         if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
@@ -571,7 +586,7 @@ class Stream : public detail::Handle<L> {
       return [seen = std::unordered_set<T, detail::Hash<T>>{}](
                  std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
         if constexpr (kEmit == detail::Emit::kPerTick) seen.clear();
-        std::vector<T> v;
+        ir::Vec<T> v;
         detail::each<T>(*in[0].chunks, [&](const T& x) {
           if (seen.insert(x).second) v.push_back(x);
         });
@@ -590,7 +605,7 @@ class Stream : public detail::Handle<L> {
                                         const ir::TickContext&) mutable {
         const T* v = detail::value_of<T>(*in[0].chunks);
         if constexpr (kEmit == detail::Emit::kPerTick) {
-          if (v != nullptr) out.push_back(detail::batch_of(std::vector<T>{*v}));
+          if (v != nullptr) out.push_back(detail::one(*v));
         } else {
           if (!cell.has() && v != nullptr) cell.set(*v);
           cell.emit(out);  // the first element never changes once known
@@ -614,7 +629,7 @@ class Stream : public detail::Handle<L> {
         if constexpr (kEmit == detail::Emit::kPerTick) {
           V v;
           detail::each<T>(*in[0].chunks, [&](const T& x) { v.push_back(x); });
-          out.push_back(detail::batch_of(std::vector<V>{std::move(v)}));
+          out.push_back(detail::one(std::move(v)));
         } else {
           if (!cell.has()) cell.set(V{});
           if (!in[0].chunks->empty()) {
@@ -641,7 +656,7 @@ class Stream : public detail::Handle<L> {
                 std::vector<U> nr;
                 detail::each<T>(*in[0].chunks, [&](const T& x) { nl.push_back(x); });
                 detail::each<U>(*in[1].chunks, [&](const U& y) { nr.push_back(y); });
-                std::vector<P> v;
+                ir::Vec<P> v;
                 if constexpr (kEmit == detail::Emit::kPerTick) {
                   for (const auto& a : nl)
                     for (const auto& b : nr) v.emplace_back(a, b);
@@ -677,7 +692,7 @@ class Stream : public detail::Handle<L> {
       return [held = std::vector<T>{}](std::span<const ir::Port> in, ir::Chunks& out,
                                        const ir::TickContext&) mutable {
         const U* s = detail::value_of<U>(*in[1].chunks);
-        std::vector<P> v;
+        ir::Vec<P> v;
         if constexpr (kEmit != detail::Emit::kPerTick) {
           if (s == nullptr) {  // not known yet: hold the elements
             detail::each<T>(*in[0].chunks, [&](const T& x) { held.push_back(x); });
@@ -710,7 +725,7 @@ class Stream : public detail::Handle<L> {
               m1.clear();
               m2.clear();
             }
-            std::vector<P> v;
+            ir::Vec<P> v;
             // Symmetric hash join: each new left meets every right so far, then each new right
             // meets every left so far (including this tick's).
             detail::each<T>(*in[0].chunks, [&](const T& x) {
@@ -744,7 +759,7 @@ class Stream : public detail::Handle<L> {
                  std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
         if constexpr (kEmit == detail::Emit::kPerTick) neg.clear();
         detail::each<K>(*in[1].chunks, [&](const K& k) { neg.insert(k); });
-        std::vector<T> v;
+        ir::Vec<T> v;
         if constexpr (kEmit != detail::Emit::kPerTick) {
           if (!in[1].done) {
             detail::each<T>(*in[0].chunks, [&](const T& x) { held.push_back(x); });
@@ -877,12 +892,15 @@ class Stream : public detail::Handle<L> {
         if constexpr (kEmit == detail::Emit::kPerTick) {
           A acc = std::invoke(init);
           detail::each<T>(*in[0].chunks, [&](const T& x) { detail::combine(comb, acc, x); });
-          out.push_back(detail::batch_of(std::vector<A>{std::move(acc)}));
+          out.push_back(detail::one(std::move(acc)));
         } else {
           if (!cell.has()) cell.set(std::invoke(init));
           if (!in[0].chunks->empty()) {
-            A& acc = cell.get();
+            // A local accumulator: the compiler keeps it in a register across the loop.
+            A& cur = cell.get();
+            A acc = std::move(cur);
             detail::each<T>(*in[0].chunks, [&](const T& x) { detail::combine(comb, acc, x); });
+            cur = std::move(acc);
           }
           if (detail::shows(kEmit, in[0].done)) cell.emit(out);
         }
@@ -904,7 +922,7 @@ class Stream : public detail::Handle<L> {
               acc = x;
             }
           });
-          if (acc) out.push_back(detail::batch_of(std::vector<T>{std::move(*acc)}));
+          if (acc) out.push_back(detail::one(std::move(*acc)));
         } else {
           detail::each<T>(*in[0].chunks, [&](const T& x) {
             if (cell.has()) {
@@ -968,7 +986,7 @@ class ValueHandle : public Handle<L> {
               if (sent) return;
               sent = true;
             }
-            out.push_back(batch_of(std::vector<T>{*v}));
+            out.push_back(one(*v));
           };
         });
   }
@@ -999,7 +1017,7 @@ class ValueHandle : public Handle<L> {
     return add_op<C>(flow_, loc_, op, {node_}, [f] {
       return [f](std::span<const Port> in, Chunks& out, const TickContext&) mutable {
         const T* v = value_of<T>(*in[0].chunks);
-        if (v != nullptr) out.push_back(batch_of(std::vector<U>{std::invoke(f, *v)}));
+        if (v != nullptr) out.push_back(one(std::invoke(f, *v)));
       };
     });
   }
@@ -1010,7 +1028,7 @@ class ValueHandle : public Handle<L> {
       return [](std::span<const Port> in, Chunks& out, const TickContext&) {
         const T* a = value_of<T>(*in[0].chunks);
         const U* b = value_of<U>(*in[1].chunks);
-        if (a != nullptr && b != nullptr) out.push_back(batch_of(std::vector<P>{P(*a, *b)}));
+        if (a != nullptr && b != nullptr) out.push_back(one(P(*a, *b)));
       };
     });
   }
@@ -1069,7 +1087,7 @@ class Optional : public detail::ValueHandle<T, L, B, Optional> {
         this->flow_, this->loc_, "unwrap_or", {this->node_}, [fallback] {
           return [fallback](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) {
             const T* v = detail::value_of<T>(*in[0].chunks);
-            out.push_back(detail::batch_of(std::vector<T>{v != nullptr ? *v : fallback}));
+            out.push_back(detail::one(v != nullptr ? *v : fallback));
           };
         });
   }
@@ -1101,7 +1119,7 @@ class KeyedStream : public detail::Handle<L> {
   Stream<V, L, B, NoOrder, R> values() const {
     return detail::add_op<Stream<V, L, B, NoOrder, R>>(flow_, loc_, "values", {node_}, [] {
       return [](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) {
-        std::vector<V> v;
+        ir::Vec<V> v;
         detail::each<P>(*in[0].chunks, [&](const P& e) { v.push_back(e.second); });
         if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
       };
@@ -1114,7 +1132,7 @@ class KeyedStream : public detail::Handle<L> {
     using U = std::decay_t<std::invoke_result_t<F&, const V&>>;
     return detail::add_op<KeyedStream<K, U, L, B, O, R>>(flow_, loc_, "map", {node_}, [f] {
       return [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
-        std::vector<std::pair<K, U>> v;
+        ir::Vec<std::pair<K, U>> v;
         detail::each<P>(*in[0].chunks,
                         [&](const P& e) { v.emplace_back(e.first, std::invoke(f, e.second)); });
         if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
@@ -1127,7 +1145,7 @@ class KeyedStream : public detail::Handle<L> {
   const {
     return detail::add_op<KeyedStream>(flow_, loc_, "filter", {node_}, [pred] {
       return [pred](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
-        std::vector<P> v;
+        ir::Vec<P> v;
         detail::each<P>(*in[0].chunks, [&](const P& e) {
           if (std::invoke(pred, e.second)) v.push_back(e);
         });
@@ -1240,7 +1258,7 @@ class KeyedSingleton : public detail::Handle<L> {
           if (sent) return;
           sent = true;
         }
-        std::vector<U> v;
+        ir::Vec<U> v;
         detail::each<P>(*in[0].chunks, [&](const P& e) { v.push_back(f(e)); });
         if (!v.empty()) out.push_back(detail::batch_of(std::move(v)));
       };
@@ -1270,7 +1288,7 @@ class KeyedSingleton : public detail::Handle<L> {
     return detail::add_op<KeyedSingleton<K, U, L, B>>(flow_, loc_, "map", {node_}, [f] {
       return [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
         if (in[0].chunks->empty()) return;
-        std::vector<std::pair<K, U>> v;
+        ir::Vec<std::pair<K, U>> v;
         detail::each<P>(*in[0].chunks,
                         [&](const P& e) { v.emplace_back(e.first, std::invoke(f, e.second)); });
         out.push_back(detail::batch_of(std::move(v)));

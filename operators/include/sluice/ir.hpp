@@ -25,6 +25,27 @@
 
 namespace sluice::ir {
 
+// Operators fill batches they have just sized: growing a vector of plain values must not
+// zero-fill it first (a pass over memory that is about to be overwritten).
+template <typename T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  using std::allocator<T>::allocator;
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    if constexpr (sizeof...(Args) == 0) {
+      ::new (static_cast<void*>(p)) U;
+    } else {
+      ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+  }
+};
+template <typename T>
+using Vec = std::vector<T, DefaultInitAllocator<T>>;
+
 // A batch of elements of one type; shared read-only between the nodes that consume it.
 struct BatchBase {
   virtual ~BatchBase() = default;
@@ -33,8 +54,8 @@ struct BatchBase {
 template <typename T>
 struct Batch final : BatchBase {
   Batch() = default;
-  explicit Batch(std::vector<T> v) : items(std::move(v)) {}
-  std::vector<T> items;
+  explicit Batch(Vec<T> v) : items(std::move(v)) {}
+  Vec<T> items;
   size_t size() const override { return items.size(); }
 };
 using AnyBatch = std::shared_ptr<const BatchBase>;
@@ -42,7 +63,7 @@ using AnyBatch = std::shared_ptr<const BatchBase>;
 using Chunks = std::vector<AnyBatch>;
 
 template <typename T>
-const std::vector<T>& items_of(const AnyBatch& b) {
+const Vec<T>& items_of(const AnyBatch& b) {
   return static_cast<const Batch<T>&>(*b).items;
 }
 

@@ -29,6 +29,7 @@ using ir::Batch;
 using ir::Chunks;
 using ir::Port;
 using ir::TickContext;
+using ir::Vec;
 
 // How a singleton-producing operator emits, from where it lives.
 enum class Emit {
@@ -55,13 +56,24 @@ std::unique_ptr<ir::Op> make_op(F f) {
 }
 
 template <typename T>
-const std::vector<T>& items(const AnyBatch& b) {
+const Vec<T>& items(const AnyBatch& b) {
   return static_cast<const Batch<T>&>(*b).items;
 }
 
 template <typename T>
-AnyBatch batch_of(std::vector<T> v) {
+AnyBatch batch_of(Vec<T> v) {
   return std::make_shared<Batch<T>>(std::move(v));
+}
+template <typename T>
+AnyBatch batch_of(std::initializer_list<T> v) {
+  return std::make_shared<Batch<T>>(Vec<T>(v));
+}
+// A one-element batch (a singleton's value).
+template <typename T>
+AnyBatch one(T v) {
+  Vec<T> items;
+  items.push_back(std::move(v));
+  return std::make_shared<Batch<T>>(std::move(items));
 }
 
 // Calls fn on every element of a tick's chunks, in order.
@@ -115,37 +127,43 @@ struct Hash<std::tuple<Ts...>> {
   }
 };
 
-// Element-wise work is split across the arena's threads for large chunks when the function can
-// be called concurrently (it is const-callable, like a Rust `Fn`).
+// Element-wise work is split across the arena's threads when a tick brings many elements and the
+// function can be called concurrently (it is const-callable, like a Rust `Fn`).
 inline constexpr size_t kParallelMin = size_t{1} << 15;
+// Pieces of work (and the chunks sources yield) stay this small so a piece's input and output
+// stay in cache and come from the allocator's free lists rather than fresh pages.
+inline constexpr size_t kPiece = size_t{1} << 13;
 
-// Runs fn(first, last, out) over each chunk (or pieces of a large one), keeping order.
+// Runs fn(first, last, out) over each chunk (large chunks in pieces), keeping order: the output
+// has one chunk per non-empty piece.
 template <typename U, typename T, typename Fn>
 void per_chunk(const Chunks& in, Chunks& out, const TickContext& ctx, bool parallel_ok, Fn&& fn) {
+  struct Piece {
+    const T* first;
+    const T* last;
+  };
+  std::vector<Piece> pieces;
+  size_t total = 0;
   for (const auto& c : in) {
     const auto& xs = items<T>(c);
-    if (xs.empty()) continue;
-    size_t pieces = 1;
-    if (parallel_ok && ctx.parallel != nullptr && ctx.parallel->concurrency() > 1 &&
-        xs.size() >= kParallelMin) {
-      pieces = std::min(static_cast<size_t>(ctx.parallel->concurrency()) * 2,
-                        xs.size() / (kParallelMin / 4));
+    total += xs.size();
+    for (size_t lo = 0; lo < xs.size(); lo += kPiece) {
+      pieces.push_back({xs.data() + lo, xs.data() + std::min(xs.size(), lo + kPiece)});
     }
-    if (pieces <= 1) {
-      auto b = std::make_shared<Batch<U>>();
-      fn(xs.data(), xs.data() + xs.size(), b->items);
-      if (!b->items.empty()) out.push_back(std::move(b));
-      continue;
-    }
-    std::vector<std::shared_ptr<Batch<U>>> parts(pieces);
-    ctx.parallel->run(pieces, [&](size_t k) {
-      size_t lo = xs.size() * k / pieces, hi = xs.size() * (k + 1) / pieces;
-      parts[k] = std::make_shared<Batch<U>>();
-      fn(xs.data() + lo, xs.data() + hi, parts[k]->items);
-    });
-    for (auto& p : parts) {
-      if (!p->items.empty()) out.push_back(std::move(p));
-    }
+  }
+  std::vector<std::shared_ptr<Batch<U>>> parts(pieces.size());
+  auto one = [&](size_t k) {
+    parts[k] = std::make_shared<Batch<U>>();
+    fn(pieces[k].first, pieces[k].last, parts[k]->items);
+  };
+  if (parallel_ok && ctx.parallel != nullptr && total >= kParallelMin &&
+      ctx.parallel->concurrency() > 1) {
+    ctx.parallel->run(pieces.size(), one);
+  } else {
+    for (size_t k = 0; k < pieces.size(); ++k) one(k);
+  }
+  for (auto& p : parts) {
+    if (!p->items.empty()) out.push_back(std::move(p));
   }
 }
 
@@ -165,7 +183,11 @@ template <typename A>
 class Cell {
  public:
   bool has() const { return b_ != nullptr; }
-  void set(A v) { b_ = std::make_shared<Batch<A>>(std::vector<A>{std::move(v)}); }
+  void set(A v) {
+    Vec<A> items;
+    items.push_back(std::move(v));
+    b_ = std::make_shared<Batch<A>>(std::move(items));
+  }
   A& get() {
     if (b_.use_count() > 1) b_ = std::make_shared<Batch<A>>(*b_);
     return b_->items.front();
@@ -214,7 +236,7 @@ class KeyedCell {
   }
 
  private:
-  std::vector<std::pair<K, V>>& mut() {
+  Vec<std::pair<K, V>>& mut() {
     if (!b_) {
       b_ = std::make_shared<Batch<std::pair<K, V>>>();
     } else if (b_.use_count() > 1) {
