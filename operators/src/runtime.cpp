@@ -100,7 +100,8 @@ class TbbParallel final : public ir::Parallel {
 // from a top-level cycle, or an input becoming done), so an idle member sleeps.
 class MemberRuntime {
  public:
-  MemberRuntime(const ir::Graph& g, const Layout& layout, uint32_t rank, Node& node,
+  // `node` is null when the flow has no network edge (nothing to connect: no transport at all).
+  MemberRuntime(const ir::Graph& g, const Layout& layout, uint32_t rank, Node* node,
                 const RunOptions& opts)
       : g_(g), layout_(layout), rank_(rank), node_(node), opts_(opts) {
     auto ref = layout.member_of(rank);
@@ -118,8 +119,8 @@ class MemberRuntime {
       if (n.kind != ir::NodeKind::kNetwork) continue;
       uint32_t src = *layout_.first_rank(g_.location(n.location).name);
       uint32_t dst = *layout_.first_rank(g_.location(n.to_location).name);
-      if (src == rank_) node_.declare_output(n.edge, dst);
-      if (dst == rank_) node_.expect_input(n.edge, src);
+      if (src == rank_) node_->declare_output(n.edge, dst);
+      if (dst == rank_) node_->expect_input(n.edge, src);
     }
   }
 
@@ -132,8 +133,8 @@ class MemberRuntime {
     ctx_.parallel = &parallel;
     bool first = true;
     for (;;) {
-      node_.progress();  // spin mode: this thread drives the transport
-      uint64_t seen = node_.activity();
+      if (node_ != nullptr) node_->progress();  // spin mode: this thread drives the transport
+      uint64_t seen = node_ != nullptr ? node_->activity() : 0;
       if (int sig = g_stop_signal.load(); sig != 0 && !draining_) drain_on_signal(sig);
       size_t pulled = 0;
       bool work = pull_roots(pulled) || first;
@@ -145,11 +146,17 @@ class MemberRuntime {
       close_finished_outputs();
 
       if (all_done()) break;
-      if (!work) node_.wait_activity(seen, idle_wait());
+      if (!work) {
+        if (node_ != nullptr) {
+          node_->wait_activity(seen, idle_wait());
+        } else {
+          std::this_thread::sleep_for(idle_wait());  // only timers (or a signal) can bring work
+        }
+      }
     }
     bool complete = decode_errors_ == 0;
     for (auto& s : sends_) complete = complete && !s.failed;
-    for (auto& r : recvs_) complete = complete && !node_.input_cut(r.edge);
+    for (auto& r : recvs_) complete = complete && !node_->input_cut(r.edge);
     return complete;
   }
 
@@ -207,8 +214,9 @@ class MemberRuntime {
     sched_ = std::move(*sched);
     std::vector<bool> cut(nodes.size(), false);
     for (uint32_t id : sched_.back_edges) cut[id] = true;
+    find_live();
     for (const auto& n : nodes) {
-      bool here = n.location == location_;
+      bool here = n.location == location_ && live_[n.id];
       switch (n.kind) {
         case ir::NodeKind::kSource:
           if (here) sources_.push_back({n.make_source(), n.id, false, {}, false});
@@ -238,15 +246,19 @@ class MemberRuntime {
       }
     }
     // The tick's graph: a continue_node per ordered node, fired when its inputs have run.
+    graph_ = std::make_unique<flow::graph>();
+    start_ = std::make_unique<flow::broadcast_node<flow::continue_msg>>(*graph_);
     std::map<uint32_t, flow::continue_node<flow::continue_msg>*> tbb_of;
     for (uint32_t id : sched_.order) {
+      if (!live_[id]) continue;
       tbb_of[id] = own(std::make_unique<flow::continue_node<flow::continue_msg>>(
-          graph_, [this, id](const flow::continue_msg&) {
+          *graph_, [this, id](const flow::continue_msg&) {
             run_node(id);
             return flow::continue_msg();
           }));
     }
     for (uint32_t id : sched_.order) {
+      if (!live_[id]) continue;
       std::set<uint32_t> preds;
       for (uint32_t in : nodes[id].inputs) {
         if (tbb_of.count(in) && !(nodes[id].kind == ir::NodeKind::kNetwork &&
@@ -254,8 +266,33 @@ class MemberRuntime {
           preds.insert(in);
         }
       }
-      if (preds.empty()) flow::make_edge(start_, *tbb_of[id]);
+      if (preds.empty()) flow::make_edge(*start_, *tbb_of[id]);
       for (uint32_t p : preds) flow::make_edge(*tbb_of[p], *tbb_of[id]);
+    }
+  }
+
+  // Which of this location's nodes matter: those that lead to an effect (a sink, a network send,
+  // inspect). The rest never run: e.g. the intermediate streams a fused chain made but nobody read.
+  void find_live() {
+    const auto& nodes = g_.nodes();
+    live_.assign(nodes.size(), false);
+    std::vector<uint32_t> stack;
+    for (const auto& n : nodes) {
+      if (n.location == location_ && (n.sink || n.kind == ir::NodeKind::kNetwork)) {
+        stack.push_back(n.id);
+      }
+    }
+    while (!stack.empty()) {
+      uint32_t id = stack.back();
+      stack.pop_back();
+      if (live_[id]) continue;
+      live_[id] = true;
+      if (nodes[id].kind == ir::NodeKind::kNetwork && nodes[id].location != location_) continue;
+      for (uint32_t in : nodes[id].inputs) stack.push_back(in);
+    }
+    // A receive is live whatever reads it: its channel must be drained for the job to end.
+    for (const auto& n : nodes) {
+      if (n.kind == ir::NodeKind::kNetwork && n.to_location == location_) live_[n.id] = true;
     }
   }
 
@@ -321,7 +358,7 @@ class MemberRuntime {
       Slot& slot = slots_[r.ir_node];
       slot.out.clear();
       size_t first = rx_.size();
-      node_.take(r.edge, rx_, 64);
+      node_->take(r.edge, rx_, 64);
       for (size_t i = first; i < rx_.size(); ++i) {
         auto& f = rx_[i];
         auto b = r.codec->decode(f.elements(), f.count(), f.share());
@@ -334,7 +371,7 @@ class MemberRuntime {
         slot.out.push_back(std::move(*b));
         work = true;
       }
-      bool done = node_.input_finished(r.edge);
+      bool done = node_->input_finished(r.edge);
       if (done != slot.done) work = true;
       slot.done = done;
     }
@@ -359,8 +396,8 @@ class MemberRuntime {
       for (size_t k : h.loops) quiet = quiet && slots_[helds_[k].ir_node].out.empty();
       slots_[h.ir_node].done = quiet;
     }
-    start_.try_put(flow::continue_msg());
-    graph_.wait_for_all();
+    start_->try_put(flow::continue_msg());
+    graph_->wait_for_all();
     for (auto& h : helds_) {
       h.next = slots_[h.input].out;
       h.input_done = slots_[h.input].done;
@@ -448,7 +485,7 @@ class MemberRuntime {
   void close_finished_outputs() {
     for (auto& out : sends_) {
       if (out.closed || !out.pending.empty() || !out.done) continue;
-      if (!out.failed) node_.close_output(out.edge, out.dst);
+      if (!out.failed) node_->close_output(out.edge, out.dst);
       out.closed = true;
     }
   }
@@ -458,7 +495,7 @@ class MemberRuntime {
       if (!source_done(s)) return false;
     }
     for (const auto& r : recvs_) {
-      if (!node_.input_finished(r.edge)) return false;
+      if (!node_->input_finished(r.edge)) return false;
     }
     for (const auto& out : sends_) {
       if (!out.closed) return false;
@@ -466,7 +503,7 @@ class MemberRuntime {
     for (const auto& h : helds_) {
       if (h.eager && !h.next.empty()) return false;
     }
-    return node_.outputs_drained();
+    return node_ == nullptr || node_->outputs_drained();
   }
 
   // A stop signal: sources yield nothing more; what they produced is still sent, and outputs
@@ -539,7 +576,7 @@ class MemberRuntime {
         };
         auto keep = std::make_shared<std::vector<ir::AnyBatch>>(
             s.pending.begin() + static_cast<long>(i), s.pending.begin() + static_cast<long>(j));
-        auto st = node_.send_data(
+        auto st = node_->send_data(
             s.edge, s.dst, tick, static_cast<uint32_t>(count), bytes,
             [&](uint8_t* p, std::vector<transport::FrameHole>& holes) {
               Holes sink;
@@ -587,7 +624,7 @@ class MemberRuntime {
   const ir::Graph& g_;
   const Layout& layout_;
   uint32_t rank_;
-  Node& node_;
+  Node* node_;
   const RunOptions& opts_;
   std::string name_;
   uint32_t location_ = 0;
@@ -597,10 +634,13 @@ class MemberRuntime {
   bool draining_ = false;
   ir::TickContext ctx_;
   ir::Schedule sched_;
-  flow::graph graph_;
-  flow::broadcast_node<flow::continue_msg> start_{graph_};
+  // Made in lower(), on the member's thread inside its arena: a flow graph runs its tasks in the
+  // arena it was constructed in.
+  std::unique_ptr<flow::graph> graph_;
+  std::unique_ptr<flow::broadcast_node<flow::continue_msg>> start_;
   std::vector<std::shared_ptr<void>> owned_;
   std::vector<Slot> slots_;                   // by IR node id
+  std::vector<bool> live_;                    // by IR node id
   std::vector<std::unique_ptr<ir::Op>> ops_;  // by IR node id (this location's kOp nodes)
   std::vector<Source> sources_;
   std::vector<Recv> recvs_;
@@ -686,9 +726,16 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
                     (*place)->describe().c_str());
     places.push_back(std::move(*place));
   }
+  // A flow without network edges needs no transport: members just run their ticks.
+  bool networked = false;
+  for (const auto& n : g.nodes()) networked = networked || n.kind == ir::NodeKind::kNetwork;
   std::vector<transport::PeerInfo> peers;
   for (uint32_t r = 0; r < layout.size(); ++r) {
     auto ref = layout.member_of(r);
+    if (!networked) {
+      members.push_back(std::make_unique<MemberRuntime>(g, layout, r, nullptr, opts));
+      continue;
+    }
     auto topts = opts.transport;
     topts.cpu_share = places[r]->share();  // the progress thread joins the member's share
     auto node = Node::create(topts, r, layout.size(), job, ref.to_string());
@@ -697,7 +744,7 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
       return 2;
     }
     nodes.push_back(std::move(*node));
-    members.push_back(std::make_unique<MemberRuntime>(g, layout, r, *nodes.back(), opts));
+    members.push_back(std::make_unique<MemberRuntime>(g, layout, r, nodes.back().get(), opts));
     members.back()->declare_channels();
     transport::PeerInfo p;
     p.rank = r;
@@ -716,7 +763,7 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
   std::atomic<bool> ok{true};
   std::vector<std::thread> threads;
   for (uint32_t r = 0; r < members.size(); ++r) {
-    threads.emplace_back([&ok, mr = members[r].get(), node = nodes[r].get(),
+    threads.emplace_back([&ok, mr = members[r].get(), node = networked ? nodes[r].get() : nullptr,
                           place = places[r].get()] {
       try {
         if (!place->execute([mr] { return mr->run(); })) ok = false;
@@ -727,7 +774,7 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
       }
       // Leave as soon as this member is done, as a launched process would: its last
       // acknowledgements go out now (in spin mode nobody else would send them).
-      node->shutdown();
+      if (node != nullptr) node->shutdown();
     });
   }
   for (auto& t : threads) t.join();
@@ -764,7 +811,7 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
     SLUICE_LOG_ERROR("%s", node.error().c_str());
     return 2;
   }
-  MemberRuntime member(g, env->layout, env->rank, **node, opts);
+  MemberRuntime member(g, env->layout, env->rank, node->get(), opts);
   member.declare_channels();
   transport::PeerInfo self;
   self.rank = env->rank;

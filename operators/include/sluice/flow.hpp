@@ -58,6 +58,8 @@ class Tick;
 template <typename T, typename L, typename B = Unbounded, typename O = TotalOrder,
           typename R = ExactlyOnce>
 class Stream;
+template <typename T, typename L, typename B, typename O, typename R, typename Chain>
+class FusedStream;
 template <typename K, typename V, typename L, typename B = Unbounded, typename O = TotalOrder,
           typename R = ExactlyOnce>
 class KeyedStream;
@@ -122,6 +124,11 @@ const CurrentMember& current_member();
 void set_current_member(CurrentMember m);
 
 template <typename R>
+struct IsIntegerIota : std::false_type {};
+template <typename W>
+struct IsIntegerIota<std::ranges::iota_view<W, W>> : std::is_integral<W> {};
+
+template <typename R>
 class RangeCursor final : public ir::SourceCursor {
  public:
   using T = std::ranges::range_value_t<R>;
@@ -135,7 +142,18 @@ class RangeCursor final : public ir::SourceCursor {
       // One bulk copy (vectorized for plain ranges and iota views).
       auto n = static_cast<size_t>(end_ - it_);
       auto k = static_cast<std::ranges::range_difference_t<const R>>(std::min(max, n));
-      if constexpr (std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T>) {
+      if constexpr (IsIntegerIota<R>::value) {
+        b->items.resize(static_cast<size_t>(k));
+        T* o = b->items.data();
+        const T first = *it_;
+        // Blocks of 8 with a constant inner count let the compiler emit vector stores at -O2.
+        decltype(k) i = 0;
+        for (; i + 8 <= k; i += 8) {
+          const T base = static_cast<T>(first + static_cast<T>(i));
+          for (int l = 0; l < 8; ++l) o[i + l] = static_cast<T>(base + static_cast<T>(l));
+        }
+        for (; i < k; ++i) o[i] = static_cast<T>(first + static_cast<T>(i));
+      } else if constexpr (std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T>) {
         b->items.resize(static_cast<size_t>(k));
         T* o = b->items.data();
         for (decltype(k) i = 0; i < k; ++i) o[i] = it_[i];
@@ -257,12 +275,13 @@ ir::EdgeCodec make_edge_codec() {
 
 // Records an operator node and returns the collection C that reads it. `make` returns the
 // operator's body: a mutable lambda (std::span<const Port>, Chunks& out, const TickContext&).
-template <typename C, typename Loc, typename Make>
+template <typename C, bool kEffect = false, typename Loc, typename Make>
 C add_op(const std::shared_ptr<FlowState>& flow, const Loc& loc, const char* op,
          std::vector<uint32_t> inputs, Make make) {
   ir::Node n;
   n.kind = ir::NodeKind::kOp;
   n.op = op;
+  n.sink = kEffect;
   n.location = loc.id();
   n.inputs = std::move(inputs);
   n.tick_scoped = kIsTick<Loc>;
@@ -323,6 +342,88 @@ void filter_range(const T* a, const T* b, ir::Vec<T>& out, P& pred) {
     for (; a != b; ++a) {
       if (std::invoke(pred, *a)) out.push_back(*a);
     }
+  }
+}
+
+// Fused element-wise kernels: each calls emit(y) for every output of one input element, so a
+// chain of map/filter/filter_map/flat_map compiles into one loop.
+struct IdK {
+  template <typename X, typename E>
+  void operator()(const X& x, E&& emit) const {
+    emit(x);
+  }
+};
+template <typename K, typename F>
+struct MapK {
+  K k;
+  F f;
+  template <typename X, typename E>
+  void operator()(const X& x, E&& emit) const {
+    k(x, [&](const auto& y) { emit(std::invoke(f, y)); });
+  }
+};
+template <typename K, typename F>
+struct FilterK {
+  K k;
+  F f;
+  template <typename X, typename E>
+  void operator()(const X& x, E&& emit) const {
+    k(x, [&](const auto& y) {
+      if (std::invoke(f, y)) emit(y);
+    });
+  }
+};
+template <typename K, typename F>
+struct FilterMapK {
+  K k;
+  F f;
+  template <typename X, typename E>
+  void operator()(const X& x, E&& emit) const {
+    k(x, [&](const auto& y) {
+      auto r = std::invoke(f, y);
+      if (r) emit(*r);
+    });
+  }
+};
+template <typename K, typename F>
+struct FlatMapK {
+  K k;
+  F f;
+  template <typename X, typename E>
+  void operator()(const X& x, E&& emit) const {
+    k(x, [&](const auto& y) {
+      for (auto&& z : std::invoke(f, y)) emit(z);
+    });
+  }
+};
+
+// A chain of fused functions applied to the elements of IR node `input` (of type InT).
+template <typename InT, typename K, bool kExp>
+struct Chain {
+  using In = InT;
+  using Kernel = K;
+  static constexpr bool kExpands = kExp;  // may emit more than one output per input (flat_map)
+  uint32_t input;
+  K kernel;
+  std::string ops;  // e.g. "map+filter", for dumps
+  template <typename K2, bool kExp2>
+  Chain<InT, K2, kExp2> then(K2 k2, const char* op) const {
+    return {input, std::move(k2), ops.empty() ? std::string(op) : ops + "+" + op};
+  }
+};
+
+// Runs a chain over [a, b) into `out` (in place, without growth checks, when it cannot expand).
+template <typename U, bool kExp, typename K, typename In>
+void run_chain(const K& k, const In* a, const In* b, ir::Vec<U>& out) {
+  if constexpr (!kExp && std::is_trivially_copyable_v<U> && std::is_default_constructible_v<U>) {
+    out.resize(static_cast<size_t>(b - a));
+    U* d = out.data();
+    size_t m = 0;
+    for (; a != b; ++a) k(*a, [&](const U& y) { d[m++] = y; });
+    out.resize(m);
+  } else {
+    if constexpr (!kExp) out.reserve(static_cast<size_t>(b - a));
+    for (; a != b; ++a) k(*a, [&](const U& y) { out.push_back(y); });
   }
 }
 
@@ -393,90 +494,29 @@ class Stream : public detail::Handle<L> {
   // Applies `f` to each element.
   template <typename F>
   requires std::invocable<F&, const T&>
-  auto map(F f) const {
-    using U = std::decay_t<std::invoke_result_t<F&, const T&>>;
-    constexpr bool kPar = std::is_invocable_v<const F&, const T&>;
-    return detail::add_op<Same<U>>(flow_, loc_, "map", {node_}, [f] {
-      return
-          [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
-            detail::per_chunk<U, T>(*in[0].chunks, out, ctx, kPar,
-                                    [&f](const T* a, const T* b, ir::Vec<U>& o) {
-                                      if constexpr (kPar) {
-                                        detail::map_range(a, b, o, std::as_const(f));
-                                      } else {
-                                        detail::map_range(a, b, o, f);
-                                      }
-                                    });
-          };
-    });
-  }
+  auto map(F f) const { return map_via(identity_chain(), std::move(f)); }
 
   // Keeps the elements for which `pred` is true.
   template <typename F>
-  requires std::predicate<F&, const T&> Same<T> filter(F pred)
-  const {
-    constexpr bool kPar = std::is_invocable_v<const F&, const T&>;
-    return detail::add_op<Same<T>>(flow_, loc_, "filter", {node_}, [pred] {
-      return [pred](std::span<const ir::Port> in, ir::Chunks& out,
-                    const ir::TickContext& ctx) mutable {
-        detail::per_chunk<T, T>(*in[0].chunks, out, ctx, kPar,
-                                [&pred](const T* a, const T* b, ir::Vec<T>& o) {
-                                  if constexpr (kPar) {
-                                    detail::filter_range(a, b, o, std::as_const(pred));
-                                  } else {
-                                    detail::filter_range(a, b, o, pred);
-                                  }
-                                });
-      };
-    });
-  }
+  requires std::predicate<F&, const T&>
+  auto filter(F pred) const { return filter_via(identity_chain(), std::move(pred)); }
 
   // Maps each element to an optional and keeps the values that are present.
   template <typename F>
   requires std::invocable<F&, const T&>
-  auto filter_map(F f) const {
-    using Opt = std::decay_t<std::invoke_result_t<F&, const T&>>;
-    using U = typename Opt::value_type;
-    constexpr bool kPar = std::is_invocable_v<const F&, const T&>;
-    return detail::add_op<Same<U>>(flow_, loc_, "filter_map", {node_}, [f] {
-      return
-          [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
-            detail::per_chunk<U, T>(*in[0].chunks, out, ctx, kPar,
-                                    [&f](const T* a, const T* b, ir::Vec<U>& o) {
-                                      for (; a != b; ++a) {
-                                        auto r = std::invoke(f, *a);
-                                        if (r) o.push_back(std::move(*r));
-                                      }
-                                    });
-          };
-    });
-  }
+  auto filter_map(F f) const { return filter_map_via(identity_chain(), std::move(f)); }
 
   // Maps each element to a range and emits its elements, in order.
   template <typename F>
   requires std::invocable<F&, const T&>
-  auto flat_map(F f) const {
-    using Rg = std::decay_t<std::invoke_result_t<F&, const T&>>;
-    using U = std::decay_t<std::ranges::range_value_t<Rg>>;
-    constexpr bool kPar = std::is_invocable_v<const F&, const T&>;
-    return detail::add_op<Same<U>>(flow_, loc_, "flat_map", {node_}, [f] {
-      return
-          [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
-            detail::per_chunk<U, T>(*in[0].chunks, out, ctx, kPar,
-                                    [&f](const T* a, const T* b, ir::Vec<U>& o) {
-                                      for (; a != b; ++a) {
-                                        for (auto&& y : std::invoke(f, *a)) o.push_back(y);
-                                      }
-                                    });
-          };
-    });
-  }
+  auto flat_map(F f) const { return flat_map_via(identity_chain(), std::move(f)); }
 
   // Calls `f` on each element, in order, and passes the stream on unchanged.
   template <typename F>
   requires std::invocable<F&, const T&> Same<T> inspect(F f)
   const {
-    return detail::add_op<Same<T>>(flow_, loc_, "inspect", {node_}, [f] {
+    // An effect: it runs even when nothing reads its output.
+    return detail::add_op<Same<T>, true>(flow_, loc_, "inspect", {node_}, [f] {
       return [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
         detail::each<T>(*in[0].chunks, [&](const T& x) { std::invoke(f, x); });
         out.insert(out.end(), in[0].chunks->begin(), in[0].chunks->end());
@@ -487,46 +527,22 @@ class Stream : public detail::Handle<L> {
   // Runs `f` on each element, in order. Needs a totally ordered, exactly-once stream.
   template <typename F>
   requires std::invocable<F&, const T&>
-  void for_each(F f) const {
-    static_assert(kTotal,
-                  "for_each needs a TotalOrder stream: call assume_ordering(nondet(...)) first");
-    static_assert(kOnce,
-                  "for_each needs an ExactlyOnce stream: retries would run f more than once");
-    ir::Node n;
-    n.kind = ir::NodeKind::kOp;
-    n.op = "for_each";
-    n.location = loc_.id();
-    n.inputs = {node_};
-    n.sink = true;
-    n.tick_scoped = detail::kIsTick<L>;
-    n.make_op = [f]() {
-      return detail::make_op(
-          [f](std::span<const ir::Port> in, ir::Chunks&, const ir::TickContext&) mutable {
-            detail::each<T>(*in[0].chunks, [&](const T& x) { std::invoke(f, x); });
-          });
-    };
-    flow_->graph.add_node(std::move(n));
-  }
+  void for_each(F f) const { for_each_via(identity_chain(), std::move(f)); }
 
   // Folds the stream into one value: init() to start, then comb(acc&, x) (or acc = comb(acc, x))
   // for each element in order. Inside a tick: the fold of the tick's batch, every tick. At the top
   // level: a running value (Unbounded) or the final one (Bounded).
   template <typename I, typename C>
   auto fold(I init, C comb) const {
-    static_assert(kTotal,
-                  "fold needs a TotalOrder stream (the result could depend on arrival order): use "
-                  "fold_commutative, or assume_ordering(nondet(...))");
-    static_assert(kOnce, "fold needs an ExactlyOnce stream: a retried element would count twice");
-    return fold_impl("fold", std::move(init), std::move(comb));
+    require_fold();
+    return fold_via(identity_chain(), "fold", std::move(init), std::move(comb));
   }
 
   // fold for combiners whose result does not depend on the order of elements.
   template <typename I, typename C>
   auto fold_commutative(I init, C comb) const {
-    static_assert(kOnce,
-                  "fold_commutative needs an ExactlyOnce stream: a retried element would count "
-                  "twice");
-    return fold_impl("fold_commutative", std::move(init), std::move(comb));
+    require_fold_commutative();
+    return fold_via(identity_chain(), "fold_commutative", std::move(init), std::move(comb));
   }
 
   // Combines the elements pairwise in order: empty until the first element arrives.
@@ -882,32 +898,186 @@ class Stream : public detail::Handle<L> {
     return Stream<T, Process<Tag2>, Unbounded, O, R>(flow_, to, id);
   }
 
- private:
-  template <typename I, typename C>
-  auto fold_impl(const char* op, I init, C comb) const {
-    using A = std::decay_t<std::invoke_result_t<I&>>;
-    return detail::add_op<Singleton<A, L, B>>(flow_, loc_, op, {node_}, [init, comb] {
-      return [init, comb, cell = detail::Cell<A>{}](std::span<const ir::Port> in, ir::Chunks& out,
-                                                    const ir::TickContext&) mutable {
-        if constexpr (kEmit == detail::Emit::kPerTick) {
-          A acc = std::invoke(init);
-          detail::each<T>(*in[0].chunks, [&](const T& x) { detail::combine(comb, acc, x); });
-          out.push_back(detail::one(std::move(acc)));
-        } else {
-          if (!cell.has()) cell.set(std::invoke(init));
-          if (!in[0].chunks->empty()) {
-            // A local accumulator: the compiler keeps it in a register across the loop.
-            A& cur = cell.get();
-            A acc = std::move(cur);
-            detail::each<T>(*in[0].chunks, [&](const T& x) { detail::combine(comb, acc, x); });
-            cur = std::move(acc);
-          }
-          if (detail::shows(kEmit, in[0].done)) cell.emit(out);
-        }
-      };
-    });
+ protected:
+  template <typename, typename, typename, typename, typename, typename>
+  friend class FusedStream;
+  static constexpr detail::Emit kEmitOf = kEmit;
+  static constexpr bool kTotalOrder = kTotal;
+  static constexpr bool kExactlyOnce = kOnce;
+
+  detail::Chain<T, detail::IdK, false> identity_chain() const { return {node_, {}, ""}; }
+
+  static void require_fold() {
+    static_assert(kTotal,
+                  "fold needs a TotalOrder stream (the result could depend on arrival order): use "
+                  "fold_commutative, or assume_ordering(nondet(...))");
+    static_assert(kOnce, "fold needs an ExactlyOnce stream: a retried element would count twice");
+  }
+  static void require_fold_commutative() {
+    static_assert(kOnce,
+                  "fold_commutative needs an ExactlyOnce stream: a retried element would count "
+                  "twice");
   }
 
+  // Element-wise operators fuse: a stream made by map/filter/filter_map/flat_map remembers the
+  // chain of functions from the last materialized stream (`ch`), so the next element-wise
+  // operator, fold or for_each runs the whole chain per element in one loop instead of one pass
+  // per operator. Only const-callable functions fuse (a mutable one keeps its state in one node).
+  template <typename Ch, typename F>
+  auto map_via(const Ch& ch, F f) const {
+    using U = std::decay_t<std::invoke_result_t<F&, const T&>>;
+    if constexpr (std::is_invocable_v<const F&, const T&>) {
+      using K2 = detail::MapK<typename Ch::Kernel, F>;
+      return make_fused<U>(ch.template then<K2, Ch::kExpands>(K2{ch.kernel, std::move(f)}, "map"));
+    } else {
+      return detail::add_op<Same<U>>(flow_, loc_, "map", {node_}, [f] {
+        return
+            [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
+              detail::per_chunk<U, T>(
+                  *in[0].chunks, out, ctx, false,
+                  [&f](const T* a, const T* b, ir::Vec<U>& o) { detail::map_range(a, b, o, f); });
+            };
+      });
+    }
+  }
+  template <typename Ch, typename F>
+  auto filter_via(const Ch& ch, F pred) const {
+    if constexpr (std::is_invocable_v<const F&, const T&>) {
+      using K2 = detail::FilterK<typename Ch::Kernel, F>;
+      return make_fused<T>(
+          ch.template then<K2, Ch::kExpands>(K2{ch.kernel, std::move(pred)}, "filter"));
+    } else {
+      return detail::add_op<Same<T>>(flow_, loc_, "filter", {node_}, [pred] {
+        return [pred](std::span<const ir::Port> in, ir::Chunks& out,
+                      const ir::TickContext& ctx) mutable {
+          detail::per_chunk<T, T>(*in[0].chunks, out, ctx, false,
+                                  [&pred](const T* a, const T* b, ir::Vec<T>& o) {
+                                    detail::filter_range(a, b, o, pred);
+                                  });
+        };
+      });
+    }
+  }
+  template <typename Ch, typename F>
+  auto filter_map_via(const Ch& ch, F f) const {
+    using U = typename std::decay_t<std::invoke_result_t<F&, const T&>>::value_type;
+    if constexpr (std::is_invocable_v<const F&, const T&>) {
+      using K2 = detail::FilterMapK<typename Ch::Kernel, F>;
+      return make_fused<U>(
+          ch.template then<K2, Ch::kExpands>(K2{ch.kernel, std::move(f)}, "filter_map"));
+    } else {
+      return detail::add_op<Same<U>>(flow_, loc_, "filter_map", {node_}, [f] {
+        return
+            [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
+              detail::per_chunk<U, T>(*in[0].chunks, out, ctx, false,
+                                      [&f](const T* a, const T* b, ir::Vec<U>& o) {
+                                        for (; a != b; ++a) {
+                                          auto r = std::invoke(f, *a);
+                                          if (r) o.push_back(std::move(*r));
+                                        }
+                                      });
+            };
+      });
+    }
+  }
+  template <typename Ch, typename F>
+  auto flat_map_via(const Ch& ch, F f) const {
+    using Rg = std::decay_t<std::invoke_result_t<F&, const T&>>;
+    using U = std::decay_t<std::ranges::range_value_t<Rg>>;
+    if constexpr (std::is_invocable_v<const F&, const T&>) {
+      using K2 = detail::FlatMapK<typename Ch::Kernel, F>;
+      return make_fused<U>(ch.template then<K2, true>(K2{ch.kernel, std::move(f)}, "flat_map"));
+    } else {
+      return detail::add_op<Same<U>>(flow_, loc_, "flat_map", {node_}, [f] {
+        return
+            [f](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) mutable {
+              detail::per_chunk<U, T>(*in[0].chunks, out, ctx, false,
+                                      [&f](const T* a, const T* b, ir::Vec<U>& o) {
+                                        for (; a != b; ++a) {
+                                          for (auto&& y : std::invoke(f, *a)) o.push_back(y);
+                                        }
+                                      });
+            };
+      });
+    }
+  }
+
+  // A node that runs a chain over its input and materializes the result, and the handle to it.
+  template <typename U, typename Ch>
+  auto make_fused(const Ch& ch) const {
+    using In = typename Ch::In;
+    using K = typename Ch::Kernel;
+    constexpr bool kExp = Ch::kExpands;
+    auto s = detail::add_op<Same<U>>(flow_, loc_, ch.ops.c_str(), {ch.input}, [k = ch.kernel] {
+      return [k](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) {
+        detail::per_chunk<U, In>(*in[0].chunks, out, ctx, true,
+                                 [&k](const In* a, const In* b, ir::Vec<U>& o) {
+                                   detail::run_chain<U, kExp>(k, a, b, o);
+                                 });
+      };
+    });
+    return FusedStream<U, L, B, O, R, Ch>(std::move(s), ch);
+  }
+
+  template <typename Ch, typename F>
+  void for_each_via(const Ch& ch, F f) const {
+    static_assert(kTotal,
+                  "for_each needs a TotalOrder stream: call assume_ordering(nondet(...)) first");
+    static_assert(kOnce,
+                  "for_each needs an ExactlyOnce stream: retries would run f more than once");
+    using In = typename Ch::In;
+    ir::Node n;
+    n.kind = ir::NodeKind::kOp;
+    n.op = ch.ops.empty() ? std::string("for_each") : ch.ops + "+for_each";
+    n.location = loc_.id();
+    n.inputs = {ch.input};
+    n.sink = true;
+    n.tick_scoped = detail::kIsTick<L>;
+    n.make_op = [f, k = ch.kernel]() {
+      return detail::make_op(
+          [f, k](std::span<const ir::Port> in, ir::Chunks&, const ir::TickContext&) mutable {
+            detail::each<In>(*in[0].chunks,
+                             [&](const In& x) { k(x, [&](const T& y) { std::invoke(f, y); }); });
+          });
+    };
+    flow_->graph.add_node(std::move(n));
+  }
+
+  template <typename Ch, typename I, typename C>
+  auto fold_via(const Ch& ch, const char* op, I init, C comb) const {
+    using A = std::decay_t<std::invoke_result_t<I&>>;
+    using In = typename Ch::In;
+    std::string name = ch.ops.empty() ? std::string(op) : ch.ops + "+" + op;
+    return detail::add_op<Singleton<A, L, B>>(
+        flow_, loc_, name.c_str(), {ch.input}, [init, comb, k = ch.kernel] {
+          return
+              [init, comb, k, cell = detail::Cell<A>{}](
+                  std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) mutable {
+                auto fold_into = [&](A& acc) {
+                  detail::each<In>(*in[0].chunks, [&](const In& x) {
+                    k(x, [&](const T& y) { detail::combine(comb, acc, y); });
+                  });
+                };
+                if constexpr (kEmit == detail::Emit::kPerTick) {
+                  A acc = std::invoke(init);
+                  fold_into(acc);
+                  out.push_back(detail::one(std::move(acc)));
+                } else {
+                  if (!cell.has()) cell.set(std::invoke(init));
+                  if (!in[0].chunks->empty()) {
+                    // A local accumulator: the compiler keeps it in a register across the loop.
+                    A& cur = cell.get();
+                    A acc = std::move(cur);
+                    fold_into(acc);
+                    cur = std::move(acc);
+                  }
+                  if (detail::shows(kEmit, in[0].done)) cell.emit(out);
+                }
+              };
+        });
+  }
+
+ private:
   template <typename C>
   Optional<T, L, B> reduce_impl(const char* op, C comb) const {
     return detail::add_op<Optional<T, L, B>>(flow_, loc_, op, {node_}, [comb] {
@@ -936,6 +1106,46 @@ class Stream : public detail::Handle<L> {
       };
     });
   }
+};
+
+// A Stream made by map/filter/filter_map/flat_map: the same stream, which also remembers the
+// chain of functions that made it, so the next element-wise operator, fold or for_each fuses
+// with it (one loop per element instead of a pass per operator). Converts to its Stream type.
+template <typename T, typename L, typename B, typename O, typename R, typename Ch>
+class FusedStream : public Stream<T, L, B, O, R> {
+  using Base = Stream<T, L, B, O, R>;
+
+ public:
+  FusedStream(Base s, Ch ch) : Base(std::move(s)), ch_(std::move(ch)) {}
+
+  template <typename F>
+  requires std::invocable<F&, const T&>
+  auto map(F f) const { return this->map_via(ch_, std::move(f)); }
+  template <typename F>
+  requires std::predicate<F&, const T&>
+  auto filter(F pred) const { return this->filter_via(ch_, std::move(pred)); }
+  template <typename F>
+  requires std::invocable<F&, const T&>
+  auto filter_map(F f) const { return this->filter_map_via(ch_, std::move(f)); }
+  template <typename F>
+  requires std::invocable<F&, const T&>
+  auto flat_map(F f) const { return this->flat_map_via(ch_, std::move(f)); }
+  template <typename F>
+  requires std::invocable<F&, const T&>
+  void for_each(F f) const { this->for_each_via(ch_, std::move(f)); }
+  template <typename I, typename C>
+  auto fold(I init, C comb) const {
+    Base::require_fold();
+    return this->fold_via(ch_, "fold", std::move(init), std::move(comb));
+  }
+  template <typename I, typename C>
+  auto fold_commutative(I init, C comb) const {
+    Base::require_fold_commutative();
+    return this->fold_via(ch_, "fold_commutative", std::move(init), std::move(comb));
+  }
+
+ private:
+  Ch ch_;
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -21,19 +21,38 @@
 #include <vector>
 
 #include "sluice/codec.hpp"
+#include "sluice/transport/buffer_pool.hpp"
 #include "sluice/transport/result.hpp"
 
 namespace sluice::ir {
 
-// Operators fill batches they have just sized: growing a vector of plain values must not
-// zero-fill it first (a pass over memory that is about to be overwritten).
+// The allocator of batch storage. Two things matter at millions of elements per second:
+// operators fill batches they have just sized, so growing a vector of plain values must not
+// zero-fill it first (a pass over memory about to be overwritten); and a tick's chunks are freed
+// and allocated again every tick, so large ones come from the transport's buffer pool instead of
+// fresh pages (whose page faults and kernel zeroing would cost more than the work).
 template <typename T>
-struct DefaultInitAllocator : std::allocator<T> {
+struct BatchAllocator {
+  using value_type = T;
+  BatchAllocator() = default;
   template <typename U>
-  struct rebind {
-    using other = DefaultInitAllocator<U>;
-  };
-  using std::allocator<T>::allocator;
+  BatchAllocator(const BatchAllocator<U>&) {}  // NOLINT(google-explicit-constructor): rebind
+  static constexpr size_t kPooledMin = 16 * 1024;
+  T* allocate(size_t n) {
+    size_t bytes = n * sizeof(T);
+    if (bytes >= kPooledMin && alignof(T) <= 64) {
+      return reinterpret_cast<T*>(transport::pool_allocate(bytes).release());
+    }
+    return std::allocator<T>{}.allocate(n);
+  }
+  void deallocate(T* p, size_t n) {
+    size_t bytes = n * sizeof(T);
+    if (bytes >= kPooledMin && alignof(T) <= 64) {
+      transport::pool_deleter_for(bytes)(reinterpret_cast<uint8_t*>(p));
+      return;
+    }
+    std::allocator<T>{}.deallocate(p, n);
+  }
   template <typename U, typename... Args>
   void construct(U* p, Args&&... args) {
     if constexpr (sizeof...(Args) == 0) {
@@ -42,9 +61,10 @@ struct DefaultInitAllocator : std::allocator<T> {
       ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
     }
   }
+  friend bool operator==(const BatchAllocator&, const BatchAllocator&) { return true; }
 };
 template <typename T>
-using Vec = std::vector<T, DefaultInitAllocator<T>>;
+using Vec = std::vector<T, BatchAllocator<T>>;
 
 // A batch of elements of one type; shared read-only between the nodes that consume it.
 struct BatchBase {
