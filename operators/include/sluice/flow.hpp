@@ -1006,7 +1006,6 @@ class Stream : public detail::Handle<L> {
   template <typename U, typename Ch>
   auto make_fused(const Ch& ch) const {
     using In = typename Ch::In;
-    using K = typename Ch::Kernel;
     constexpr bool kExp = Ch::kExpands;
     auto s = detail::add_op<Same<U>>(flow_, loc_, ch.ops.c_str(), {ch.input}, [k = ch.kernel] {
       return [k](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) {
@@ -1223,7 +1222,6 @@ class ValueHandle : public Handle<L> {
  protected:
   template <typename C, typename F>
   C map_value(const char* op, F f) const {
-    using U = typename C::value_type;
     return add_op<C>(flow_, loc_, op, {node_}, [f] {
       return [f](std::span<const Port> in, Chunks& out, const TickContext&) mutable {
         const T* v = value_of<T>(*in[0].chunks);
