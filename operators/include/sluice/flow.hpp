@@ -1219,6 +1219,26 @@ class ValueHandle : public Handle<L> {
     return add_defer<Optional<T, L, Bounded>>(flow_, loc_, node_);
   }
 
+  // Applies `f` to the value (of the same kind: a Singleton stays one).
+  template <typename F>
+  requires std::invocable<F&, const T&>
+  auto map(F f) const {
+    using U = std::decay_t<std::invoke_result_t<F&, const T&>>;
+    return map_value<Self<U, L, B>>("map", std::move(f));
+  }
+
+  // Both values as a pair: a Singleton when both are, else an Optional.
+  template <template <typename, typename, typename> class Other, typename U>
+  requires kIsValueLike<Other<U, L, B>>
+  auto zip(const Other<U, L, B>& other) const {
+    using P = std::pair<T, U>;
+    if constexpr (kIsSingletonLike<Self<T, L, B>> && kIsSingletonLike<Other<U, L, B>>) {
+      return zip_value<Singleton<P, L, B>, U>(other.node_id());
+    } else {
+      return zip_value<Optional<P, L, B>, U>(other.node_id());
+    }
+  }
+
  protected:
   template <typename C, typename F>
   C map_value(const char* op, F f) const {
@@ -1250,22 +1270,6 @@ class Singleton : public detail::ValueHandle<T, L, B, Singleton> {
 
  public:
   using Base::Base;
-
-  template <typename F>
-  requires std::invocable<F&, const T&>
-  auto map(F f) const {
-    using U = std::decay_t<std::invoke_result_t<F&, const T&>>;
-    return this->template map_value<Singleton<U, L, B>>("map", std::move(f));
-  }
-  // Both values as a pair.
-  template <typename U>
-  Singleton<std::pair<T, U>, L, B> zip(const Singleton<U, L, B>& other) const {
-    return this->template zip_value<Singleton<std::pair<T, U>, L, B>, U>(other.node_id());
-  }
-  template <typename U>
-  Optional<std::pair<T, U>, L, B> zip(const Optional<U, L, B>& other) const {
-    return this->template zip_value<Optional<std::pair<T, U>, L, B>, U>(other.node_id());
-  }
 };
 
 template <typename T, typename L, typename B>
@@ -1274,21 +1278,6 @@ class Optional : public detail::ValueHandle<T, L, B, Optional> {
 
  public:
   using Base::Base;
-
-  template <typename F>
-  requires std::invocable<F&, const T&>
-  auto map(F f) const {
-    using U = std::decay_t<std::invoke_result_t<F&, const T&>>;
-    return this->template map_value<Optional<U, L, B>>("map", std::move(f));
-  }
-  template <typename U>
-  Optional<std::pair<T, U>, L, B> zip(const Optional<U, L, B>& other) const {
-    return this->template zip_value<Optional<std::pair<T, U>, L, B>, U>(other.node_id());
-  }
-  template <typename U>
-  Optional<std::pair<T, U>, L, B> zip(const Singleton<U, L, B>& other) const {
-    return this->template zip_value<Optional<std::pair<T, U>, L, B>, U>(other.node_id());
-  }
   // The value, or `fallback` when there is none (this tick).
   Singleton<T, L, B> unwrap_or(T fallback) const {
     return detail::add_op<Singleton<T, L, B>>(
