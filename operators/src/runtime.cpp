@@ -18,10 +18,12 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "placement.hpp"
 #include "sluice/run.hpp"
 #include "sluice/transport/bootstrap.hpp"
+#include "sluice/transport/buffer_pool.hpp"
 #include "sluice/transport/log.hpp"
 #include "sluice/transport/node.hpp"
 #include "sluice/transport/options.hpp"
@@ -90,6 +92,33 @@ class TbbParallel final : public ir::Parallel {
   detail::CurrentMember who_;
 };
 
+// What a membership source sees of a cluster: every member present at start joins at the first
+// poll; a member the transport reports lost (heartbeats, endpoint errors, the launcher's exit
+// report) leaves, once. Polled by the member's runtime thread only.
+class MembershipTracker final : public ir::MembershipFeed {
+ public:
+  MembershipTracker(std::vector<uint32_t> ranks, const Node* node)
+      : ranks_(std::move(ranks)), node_(node), state_(ranks_.size(), kUnseen) {}
+  void poll(std::vector<std::pair<uint32_t, bool>>& events) override {
+    for (uint32_t m = 0; m < ranks_.size(); ++m) {
+      bool lost = node_ != nullptr && ranks_[m] != node_->rank() && node_->peer_lost(ranks_[m]);
+      if (state_[m] == kUnseen && !lost) {
+        state_[m] = kJoined;
+        events.emplace_back(m, true);
+      } else if (state_[m] == kJoined && lost) {
+        state_[m] = kLeft;
+        events.emplace_back(m, false);
+      }
+    }
+  }
+
+ private:
+  enum State : uint8_t { kUnseen, kJoined, kLeft };
+  std::vector<uint32_t> ranks_;
+  const Node* node_;
+  std::vector<State> state_;
+};
+
 // One member's lowered graph and its tick loop. Runs on one thread (the member's driver); each
 // tick runs the location's nodes once, in dependency order, as a TBB graph of continue_nodes
 // (independent branches run at the same time on the arena's threads).
@@ -114,13 +143,18 @@ class MemberRuntime {
   }
 
   // Declares this member's channels on the node (before connect).
+  // Every member of the sending location has a channel to every member of the receiving one.
   void declare_channels() {
     for (const auto& n : g_.nodes()) {
       if (n.kind != ir::NodeKind::kNetwork) continue;
-      uint32_t src = *layout_.first_rank(g_.location(n.location).name);
-      uint32_t dst = *layout_.first_rank(g_.location(n.to_location).name);
-      if (src == rank_) node_->declare_output(n.edge, dst);
-      if (dst == rank_) node_->expect_input(n.edge, src);
+      auto srcs = ranks_of(n.location);
+      auto dsts = ranks_of(n.to_location);
+      for (uint32_t src : srcs) {
+        for (uint32_t dst : dsts) {
+          if (src == rank_) node_->declare_output(n.edge, dst);
+          if (dst == rank_) node_->expect_input(n.edge, src);
+        }
+      }
     }
   }
 
@@ -174,12 +208,21 @@ class MemberRuntime {
     bool local_sink = false;    // feeds a sink in this member
     std::vector<size_t> sends;  // indices into sends_ it feeds
     bool abandoned = false;     // every consumer is gone: stop pulling
+    bool membership = false;    // source_cluster_members: never exhausted, keeps nothing alive
   };
   struct Recv {
     uint32_t edge;
-    uint32_t src;
     uint32_t ir_node;
     const ir::EdgeCodec* codec;
+  };
+  // A network edge leaving this member: its outputs are sends_[first .. first + count), one per
+  // destination member.
+  struct Net {
+    size_t first;
+    size_t count;
+    ir::Route route;
+    uint64_t next;     // round_robin: the index in the stream of the next element
+    uint64_t dropped;  // elements for members that were gone (or were never members)
   };
   struct Send {
     uint32_t edge;
@@ -219,7 +262,14 @@ class MemberRuntime {
       bool here = n.location == location_ && live_[n.id];
       switch (n.kind) {
         case ir::NodeKind::kSource:
-          if (here) sources_.push_back({n.make_source(), n.id, false, {}, false});
+          if (!here) break;
+          if (n.members_of != UINT32_MAX) {
+            feeds_.push_back(std::make_unique<MembershipTracker>(ranks_of(n.members_of), node_));
+            sources_.push_back(
+                {n.make_membership(feeds_.back().get()), n.id, false, {}, false, true});
+          } else {
+            sources_.push_back({n.make_source(), n.id, false, {}, false, false});
+          }
           break;
         case ir::NodeKind::kOp:
           if (here) ops_[n.id] = n.make_op();
@@ -234,14 +284,14 @@ class MemberRuntime {
           break;
         case ir::NodeKind::kNetwork:
           if (here) {
-            uint32_t dst = *layout_.first_rank(g_.location(n.to_location).name);
-            sends_.push_back(Send{n.edge, dst, n.id, n.inputs.at(0), &n.codec, {}});
-            send_of_[n.id] = sends_.size() - 1;
+            // One output per destination member, in member order.
+            auto dsts = ranks_of(n.to_location);
+            nets_[n.id] = Net{sends_.size(), dsts.size(), n.route, 0, 0};
+            for (uint32_t dst : dsts) {
+              sends_.push_back(Send{n.edge, dst, n.id, n.inputs.at(0), &n.codec, {}});
+            }
           }
-          if (n.to_location == location_) {
-            uint32_t src = *layout_.first_rank(g_.location(n.location).name);
-            recvs_.push_back(Recv{n.edge, src, n.id, &n.codec});
-          }
+          if (n.to_location == location_) recvs_.push_back(Recv{n.edge, n.id, &n.codec});
           break;
       }
     }
@@ -317,17 +367,81 @@ class MemberRuntime {
         slots_[id].out = *ports[0].chunks;
         slots_[id].done = done;
         break;
-      case ir::NodeKind::kNetwork: {
-        Send& s = sends_[send_of_.at(id)];
-        for (const auto& b : *ports[0].chunks) {
-          if (b->size() > 0) s.pending.push_back(b);
-        }
-        s.done = done;
+      case ir::NodeKind::kNetwork:
+        route(nets_.at(id), *ports[0].chunks, done);
         break;
-      }
       default:
         assert(false && "sources and deferred values are not tick nodes");
     }
+  }
+
+  // The ranks of every member of a location, in member order.
+  std::vector<uint32_t> ranks_of(uint32_t location) const {
+    const auto& name = g_.location(location).name;
+    uint32_t first = *layout_.first_rank(name);
+    std::vector<uint32_t> out(*layout_.count_of(name));
+    for (uint32_t m = 0; m < out.size(); ++m) out[m] = first + m;
+    return out;
+  }
+
+  // Whether destination `m` of a network edge is present: not lost, its channel still open.
+  bool present(const Net& net, size_t m) const {
+    const Send& s = sends_[net.first + m];
+    return !s.failed && !s.closed && (node_ == nullptr || !node_->peer_lost(s.dst));
+  }
+
+  // A network edge's share of a tick: each batch goes to its destinations' pending lists (sent at
+  // flush as one frame per destination). Elements for a member that is gone are dropped and
+  // counted, never sent into the void.
+  void route(Net& net, const ir::Chunks& in, bool done) {
+    auto to = [&](size_t m, const ir::AnyBatch& b) {
+      if (b == nullptr || b->size() == 0) return;
+      if (present(net, m)) {
+        sends_[net.first + m].pending.push_back(b);
+      } else {
+        net.dropped += b->size();
+      }
+    };
+    for (const auto& b : in) {
+      if (b->size() == 0) continue;
+      switch (net.route) {
+        case ir::Route::kOne:
+        case ir::Route::kBroadcast:  // the same batch (encoded once at flush) to every member
+          for (size_t m = 0; m < net.count; ++m) to(m, b);
+          break;
+        case ir::Route::kDemux: {
+          std::vector<ir::AnyBatch> per(net.count);
+          sends_[net.first].codec->split(*b, per);
+          size_t placed = 0;
+          for (size_t m = 0; m < net.count; ++m) {
+            if (per[m] == nullptr) continue;
+            placed += per[m]->size();
+            to(m, per[m]);
+          }
+          net.dropped += b->size() - placed;  // named no member of the cluster
+          break;
+        }
+        case ir::Route::kRoundRobin: {
+          // Element i of the stream to members[i % n] of those present now.
+          std::vector<size_t> members;
+          for (size_t m = 0; m < net.count; ++m) {
+            if (present(net, m)) members.push_back(m);
+          }
+          if (members.empty()) {  // nobody to deal to: dropped (and counted), not held
+            net.dropped += b->size();
+            break;
+          }
+          size_t n = members.size();
+          for (size_t j = 0; j < n; ++j) {
+            size_t first = (j + n - net.next % n) % n;
+            to(members[j], sends_[net.first].codec->stride(*b, first, n));
+          }
+          net.next += b->size();
+          break;
+        }
+      }
+    }
+    for (size_t m = 0; m < net.count; ++m) sends_[net.first + m].done = done;
   }
 
   // Fills the roots of a tick: source batches, received frames. True if anything happened.
@@ -348,6 +462,7 @@ class MemberRuntime {
           work = true;
         }
       }
+      if (s.membership) continue;  // its done flag follows the other roots (below)
       bool done = source_done(s);
       if (done != slot.done) work = true;
       slot.done = done;
@@ -368,12 +483,24 @@ class MemberRuntime {
                            b.error().c_str());
           continue;
         }
+        // Keyed by sender: (MemberId<sender>, element) pairs.
+        if (r.codec->tag) *b = r.codec->tag(*b, layout_.member_of(f.src()).member);
         slot.out.push_back(std::move(*b));
         work = true;
       }
       bool done = node_->input_finished(r.edge);
       if (done != slot.done) work = true;
       slot.done = done;
+    }
+    // Membership streams never end, but they do not keep the job alive: they count as done once
+    // every other root is.
+    bool others_done = true;
+    for (const auto& s : sources_) others_done = others_done && (s.membership || source_done(s));
+    for (const auto& r : recvs_) others_done = others_done && slots_[r.ir_node].done;
+    for (const auto& s : sources_) {
+      if (!s.membership) continue;
+      if (others_done != slots_[s.ir_node].done) work = true;
+      slots_[s.ir_node].done = others_done;
     }
     for (const auto& h : helds_) {
       if (h.eager && !h.next.empty()) work = true;
@@ -492,7 +619,7 @@ class MemberRuntime {
 
   bool all_done() const {
     for (const auto& s : sources_) {
-      if (!source_done(s)) return false;
+      if (!s.membership && !source_done(s)) return false;
     }
     for (const auto& r : recvs_) {
       if (!node_->input_finished(r.edge)) return false;
@@ -537,8 +664,31 @@ class MemberRuntime {
   // tick: the runtime thread never waits on a peer for long, so it keeps consuming its own
   // inputs (two members whose windows are both full would otherwise wait for each other).
   static constexpr std::chrono::microseconds kMaxSendWait{2000};
+  // A broadcast batch encoded once per flush; every destination's frame sends these bytes.
+  struct Encoded {
+    transport::PooledBuffer bytes;
+    size_t size = 0;
+  };
+  struct FrameKeep {
+    std::vector<ir::AnyBatch> batches;
+    std::vector<std::shared_ptr<const Encoded>> encoded;
+  };
   size_t flush(uint64_t tick) {
     size_t total = 0;
+    std::unordered_map<const ir::BatchBase*, std::shared_ptr<const Encoded>> encoded;
+    auto encode_once = [&](const ir::EdgeCodec& codec, const ir::AnyBatch& b) {
+      auto& e = encoded[b.get()];
+      if (e == nullptr) {
+        auto enc = std::make_shared<Encoded>();
+        enc->size = codec.encoded_size(*b);
+        enc->bytes = transport::pool_allocate(enc->size);
+        uint8_t* end = codec.encode(*b, enc->bytes.get(), nullptr);
+        assert(end == enc->bytes.get() + enc->size && "a Codec's size() disagrees with encode()");
+        (void)end;
+        e = std::move(enc);
+      }
+      return e;
+    };
     for (auto& s : sends_) {
       s.blocked = false;
       if (s.pending.empty()) continue;
@@ -574,15 +724,26 @@ class MemberRuntime {
             out->push_back({at, src, n});
           }
         };
-        auto keep = std::make_shared<std::vector<ir::AnyBatch>>(
-            s.pending.begin() + static_cast<long>(i), s.pending.begin() + static_cast<long>(j));
+        auto keep = std::make_shared<FrameKeep>();
+        keep->batches.assign(s.pending.begin() + static_cast<long>(i),
+                             s.pending.begin() + static_cast<long>(j));
+        if (nets_.at(s.ir_node).route == ir::Route::kBroadcast) {
+          for (size_t k = i; k < j; ++k) keep->encoded.push_back(encode_once(*s.codec, s.pending[k]));
+        }
         auto st = node_->send_data(
             s.edge, s.dst, tick, static_cast<uint32_t>(count), bytes,
             [&](uint8_t* p, std::vector<transport::FrameHole>& holes) {
-              Holes sink;
-              sink.out = &holes;
               uint8_t* const start = p;
-              for (size_t k = i; k < j; ++k) p = s.codec->encode(*s.pending[k], p, &sink);
+              if (!keep->encoded.empty()) {  // broadcast: the shared bytes, not a new encoding
+                for (const auto& e : keep->encoded) {
+                  holes.push_back({p, e->bytes.get(), e->size});
+                  p += e->size;
+                }
+              } else {
+                Holes sink;
+                sink.out = &holes;
+                for (size_t k = i; k < j; ++k) p = s.codec->encode(*s.pending[k], p, &sink);
+              }
               assert(p == start + bytes && "a Codec's size() disagrees with its encode()");
               (void)start;
             },
@@ -645,7 +806,8 @@ class MemberRuntime {
   std::vector<Source> sources_;
   std::vector<Recv> recvs_;
   std::vector<Send> sends_;
-  std::map<uint32_t, size_t> send_of_;  // IR node id -> index into sends_
+  std::map<uint32_t, Net> nets_;  // IR node id -> its outputs
+  std::vector<std::unique_ptr<ir::MembershipFeed>> feeds_;
   std::vector<Held> helds_;
   std::vector<transport::RxFrame> rx_;
 };

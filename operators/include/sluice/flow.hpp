@@ -48,6 +48,12 @@
 
 namespace sluice {
 
+// A change in a cluster's membership (source_cluster_members).
+enum class MembershipEvent : uint8_t { Joined, Left };
+inline const char* to_string(MembershipEvent e) {
+  return e == MembershipEvent::Joined ? "Joined" : "Left";
+}
+
 class FlowBuilder;
 template <typename Tag>
 class Process;
@@ -174,6 +180,27 @@ class RangeCursor final : public ir::SourceCursor {
   std::shared_ptr<const R> range_;
   decltype(std::ranges::begin(std::declval<const R&>())) it_;
   decltype(std::ranges::end(std::declval<const R&>())) end_;
+};
+
+template <typename Tag>
+class MembershipCursor final : public ir::SourceCursor {
+ public:
+  explicit MembershipCursor(ir::MembershipFeed* feed) : feed_(feed) {}
+  ir::AnyBatch next(size_t) override {
+    events_.clear();
+    feed_->poll(events_);
+    auto b = std::make_shared<ir::Batch<std::pair<MemberId<Tag>, MembershipEvent>>>();
+    for (auto [member, joined] : events_) {
+      b->items.emplace_back(MemberId<Tag>::from_raw(member),
+                            joined ? MembershipEvent::Joined : MembershipEvent::Left);
+    }
+    return b;
+  }
+  bool exhausted() const override { return false; }
+
+ private:
+  ir::MembershipFeed* feed_;
+  std::vector<std::pair<uint32_t, bool>> events_;
 };
 
 // One element per elapsed period (a burst catches up after a slow tick), forever.
@@ -425,6 +452,94 @@ void run_chain(const K& k, const In* a, const In* b, ir::Vec<U>& out) {
     if constexpr (!kExp) out.reserve(static_cast<size_t>(b - a));
     for (; a != b; ++a) k(*a, [&](const U& y) { out.push_back(y); });
   }
+}
+
+template <typename L>
+struct ClusterTraits {
+  static constexpr bool kIsCluster = false;
+};
+template <typename Tag>
+struct ClusterTraits<Cluster<Tag>> {
+  static constexpr bool kIsCluster = true;
+  using Id = MemberId<Tag>;
+};
+template <typename L>
+inline constexpr bool kIsCluster = ClusterTraits<L>::kIsCluster;
+
+// Network edges: how a receiver keyed by sender tags elements, how demux splits a batch by
+// destination member, and how round_robin deals a batch out.
+template <typename SrcTag, typename T>
+void add_tag(ir::EdgeCodec& c) {
+  c.tag = [](const ir::AnyBatch& b, uint32_t member) -> ir::AnyBatch {
+    using P = std::pair<MemberId<SrcTag>, T>;
+    const auto& xs = items<T>(b);
+    auto out = std::make_shared<ir::Batch<P>>();
+    out->items.reserve(xs.size());
+    for (const auto& x : xs) out->items.emplace_back(MemberId<SrcTag>::from_raw(member), x);
+    return out;
+  };
+}
+// `get(e)` gives an element's destination member and what is sent to it.
+template <typename E, typename U, typename Get>
+void add_split(ir::EdgeCodec& c, Get get) {
+  c.split = [get](const ir::BatchBase& b, std::vector<ir::AnyBatch>& per_member) {
+    const auto& xs = static_cast<const ir::Batch<E>&>(b).items;
+    std::vector<std::shared_ptr<ir::Batch<U>>> parts(per_member.size());
+    for (const auto& e : xs) {
+      auto [member, payload] = get(e);
+      if (member >= parts.size()) continue;  // not a member: the runtime counts it as dropped
+      if (!parts[member]) parts[member] = std::make_shared<ir::Batch<U>>();
+      parts[member]->items.push_back(std::move(payload));
+    }
+    for (size_t m = 0; m < parts.size(); ++m) {
+      if (parts[m]) per_member[m] = std::move(parts[m]);
+    }
+  };
+}
+template <typename T>
+void add_stride(ir::EdgeCodec& c) {
+  c.stride = [](const ir::BatchBase& b, size_t first, size_t stride) -> ir::AnyBatch {
+    const auto& xs = static_cast<const ir::Batch<T>&>(b).items;
+    auto out = std::make_shared<ir::Batch<T>>();
+    out->items.reserve(xs.size() / stride + 1);
+    for (size_t i = first; i < xs.size(); i += stride) out->items.push_back(xs[i]);
+    return out;
+  };
+}
+
+// Records a network node from a collection at `from` to location `to`.
+template <typename Out, typename From, typename To>
+Out add_network(const std::shared_ptr<FlowState>& flow, const From& from, uint32_t input,
+                const To& to, const char* op, ir::Route route, ir::EdgeCodec codec) {
+  static_assert(!kIsTick<From>, "network operators work on top-level streams: all_ticks() first");
+  ir::Node n;
+  n.kind = ir::NodeKind::kNetwork;
+  n.op = op;
+  n.location = from.id();
+  n.to_location = to.id();
+  n.inputs = {input};
+  n.route = route;
+  n.codec = std::move(codec);
+  uint32_t id = flow->graph.add_node(std::move(n));
+  return Out(flow, to, id);
+}
+
+// The result of a network operator: from a Process a Stream at the destination; from a Cluster
+// a KeyedStream keyed by the sending member.
+template <typename From, typename T, typename To, typename O, typename R>
+struct NetOut {
+  using type = Stream<T, To, Unbounded, O, R>;
+};
+template <typename SrcTag, typename T, typename To, typename O, typename R>
+struct NetOut<Cluster<SrcTag>, T, To, O, R> {
+  using type = KeyedStream<MemberId<SrcTag>, T, To, Unbounded, O, R>;
+};
+
+template <typename Out, typename Wire, typename From, typename To>
+ir::EdgeCodec net_codec() {
+  ir::EdgeCodec c = make_edge_codec<Wire>();
+  if constexpr (kIsCluster<From>) add_tag<typename From::tag, Wire>(c);
+  return c;
 }
 
 // Base of every collection handle: the flow, the location and the IR node it reads.
@@ -881,21 +996,51 @@ class Stream : public detail::Handle<L> {
   }
 
   // ---- network ----
-  // Process -> Process: one ordered channel. The receiver sees a prefix of what was sent; after
-  // a failure nothing more arrives. Ordering and retries are kept.
+  // To a process: one ordered channel per sender. Process -> Process gives a Stream (a prefix of
+  // what was sent, in order); Cluster -> Process a KeyedStream keyed by the sending member.
   template <typename Tag2>
-  Stream<T, Process<Tag2>, Unbounded, O, R> send(
-      const Process<Tag2>& to) const requires Encodable<T> {
-    static_assert(!detail::kIsTick<L>, "send works on top-level streams: all_ticks() first");
-    ir::Node n;
-    n.kind = ir::NodeKind::kNetwork;
-    n.op = "send";
-    n.location = loc_.id();
-    n.to_location = to.id();
-    n.inputs = {node_};
-    n.codec = detail::make_edge_codec<T>();
-    uint32_t id = flow_->graph.add_node(std::move(n));
-    return Stream<T, Process<Tag2>, Unbounded, O, R>(flow_, to, id);
+  auto send(const Process<Tag2>& to) const requires Encodable<T> {
+    using Out = typename detail::NetOut<L, T, Process<Tag2>, O, R>::type;
+    return detail::add_network<Out>(flow_, loc_, node_, to, "send", ir::Route::kOne,
+                                    detail::net_codec<Out, T, L, Process<Tag2>>());
+  }
+
+  // Every element to every member of `to` present in the tick's membership (each element is
+  // encoded once; the same bytes go to every member).
+  template <typename Tag2>
+  auto broadcast(const Cluster<Tag2>& to, NonDet) const requires Encodable<T> {
+    using Out = typename detail::NetOut<L, T, Cluster<Tag2>, O, R>::type;
+    return detail::add_network<Out>(flow_, loc_, node_, to, "broadcast", ir::Route::kBroadcast,
+                                    detail::net_codec<Out, T, L, Cluster<Tag2>>());
+  }
+
+  // (member, value) elements: each value to the member it names. Elements for a member that is
+  // not (or no longer) in the cluster are dropped and counted.
+  template <typename Tag2, typename TT = T>
+  auto demux(const Cluster<Tag2>& to) const {
+    static_assert(detail::PairTraits<TT>::kIsPair &&
+                      std::is_same_v<detail::KeyOf<TT>, MemberId<Tag2>>,
+                  "demux needs a stream of (MemberId<destination>, value) pairs");
+    using U = detail::ValOf<TT>;
+    using Out = typename detail::NetOut<L, U, Cluster<Tag2>, O, R>::type;
+    auto codec = detail::net_codec<Out, U, L, Cluster<Tag2>>();
+    detail::add_split<T, U>(codec, [](const T& e) { return std::pair(e.first.raw(), e.second); });
+    return detail::add_network<Out>(flow_, loc_, node_, to, "demux", ir::Route::kDemux,
+                                    std::move(codec));
+  }
+
+  // Element i of the stream to members[i % n] of the tick's membership (n members present).
+  template <typename Tag2>
+  auto round_robin(const Cluster<Tag2>& to, NonDet) const requires Encodable<T> {
+    static_assert(kTotal,
+                  "round_robin needs a TotalOrder stream: element i goes to member i % n, so i must "
+                  "be well defined");
+    static_assert(kOnce, "round_robin needs an ExactlyOnce stream: a retry would take a new turn");
+    using Out = typename detail::NetOut<L, T, Cluster<Tag2>, O, R>::type;
+    auto codec = detail::net_codec<Out, T, L, Cluster<Tag2>>();
+    detail::add_stride<T>(codec);
+    return detail::add_network<Out>(flow_, loc_, node_, to, "round_robin",
+                                    ir::Route::kRoundRobin, std::move(codec));
   }
 
  protected:
@@ -1387,6 +1532,33 @@ class KeyedStream : public detail::Handle<L> {
     return fold_commutative([] { return size_t{0}; }, [](size_t& n, const V&) { ++n; });
   }
 
+  // KeyedStream<MemberId<C>, V>: each value to the member its key names. KeyedStream<(MemberId<C>,
+  // K), V>: each (K, V) to the member named in its key.
+  template <typename Tag2>
+  auto demux(const Cluster<Tag2>& to) const {
+    if constexpr (std::is_same_v<K, MemberId<Tag2>>) {
+      using Out = typename detail::NetOut<L, V, Cluster<Tag2>, O, R>::type;
+      auto codec = detail::net_codec<Out, V, L, Cluster<Tag2>>();
+      detail::add_split<P, V>(codec, [](const P& e) { return std::pair(e.first.raw(), e.second); });
+      return detail::add_network<Out>(flow_, loc_, node_, to, "demux", ir::Route::kDemux,
+                                      std::move(codec));
+    } else {
+      static_assert(detail::PairTraits<K>::kIsPair &&
+                        std::is_same_v<detail::KeyOf<K>, MemberId<Tag2>>,
+                    "demux needs keys that are MemberId<destination> or (MemberId<destination>, K)");
+      using K2 = detail::ValOf<K>;
+      using W = std::pair<K2, V>;
+      using Out = KeyedStream<K2, V, Cluster<Tag2>, Unbounded, O, R>;
+      static_assert(!detail::kIsCluster<L>,
+                    "a keyed demux from a cluster would need keys of keys; use entries() first");
+      auto codec = detail::net_codec<Out, W, L, Cluster<Tag2>>();
+      detail::add_split<P, W>(
+          codec, [](const P& e) { return std::pair(e.first.first.raw(), W(e.first.second, e.second)); });
+      return detail::add_network<Out>(flow_, loc_, node_, to, "demux", ir::Route::kDemux,
+                                      std::move(codec));
+    }
+  }
+
   KeyedStream<K, V, Tick<L>, Bounded, O, R> batch(const Tick<L>& tick, NonDet) const {
     static_assert(!detail::kIsTick<L>, "batch takes a top-level stream into a tick");
     this->check_tick(tick.id());
@@ -1587,6 +1759,24 @@ class Place {
     uint32_t id = flow_->graph.add_node(std::move(n));
     return Stream<std::chrono::steady_clock::time_point, Self, Unbounded, TotalOrder, ExactlyOnce>(
         flow_, self(), id);
+  }
+
+  // Membership of `cluster` as seen here: (member, Joined) for each member present at start and
+  // each that joins later, (member, Left) when one leaves or dies. It never ends, but it does not
+  // keep a job alive either.
+  template <typename Tag2>
+  KeyedStream<MemberId<Tag2>, MembershipEvent, Self, Unbounded, TotalOrder, ExactlyOnce>
+  source_cluster_members(const Cluster<Tag2>& cluster) const {
+    ir::Node n;
+    n.kind = ir::NodeKind::kSource;
+    n.op = "source_cluster_members";
+    n.location = loc_;
+    n.members_of = cluster.id();
+    n.make_membership = [](ir::MembershipFeed* feed) -> std::unique_ptr<ir::SourceCursor> {
+      return std::make_unique<MembershipCursor<Tag2>>(feed);
+    };
+    uint32_t id = flow_->graph.add_node(std::move(n));
+    return {flow_, self(), id};
   }
 
   // A clock for this location: collections batched into it are processed a tick at a time.

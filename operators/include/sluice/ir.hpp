@@ -124,6 +124,14 @@ class Op {
   virtual void run(std::span<const Port> in, Chunks& out, const TickContext& ctx) = 0;
 };
 
+// What the runtime tells a membership source (source_cluster_members): which members of the
+// cluster joined (true) or left (false) since it last asked.
+class MembershipFeed {
+ public:
+  virtual ~MembershipFeed() = default;
+  virtual void poll(std::vector<std::pair<uint32_t, bool>>& events) = 0;
+};
+
 // How an edge's elements become bytes and back (built from Codec<T>).
 struct EdgeCodec {
   std::function<size_t(const BatchBase&)> encoded_size;
@@ -134,6 +142,20 @@ struct EdgeCodec {
                                  const std::shared_ptr<const void>& owner)>
       decode;
   std::string type_name;
+  // Receivers keyed by sender: turns a decoded batch of T into (MemberId<Src>, T) pairs.
+  std::function<AnyBatch(const AnyBatch&, uint32_t src_member)> tag;
+  // demux: splits a batch of (MemberId<Dst>, T) into a batch of T per member (index = member).
+  std::function<void(const BatchBase&, std::vector<AnyBatch>& per_member)> split;
+  // round_robin: the elements first, first + stride, first + 2 * stride, ... of a batch.
+  std::function<AnyBatch(const BatchBase&, size_t first, size_t stride)> stride;
+};
+
+// Where a network edge sends each element.
+enum class Route {
+  kOne,         // to the only member of the destination (a Process)
+  kBroadcast,   // to every member present in the tick's membership (encoded once)
+  kDemux,       // to the member each element names
+  kRoundRobin,  // element i of the stream to members[i % n] of the tick's membership
 };
 
 enum class LocationKind { kProcess, kCluster };
@@ -164,9 +186,14 @@ struct Node {
   // Factories: each member instance gets its own body, so per-member state stays separate.
   std::function<std::unique_ptr<SourceCursor>()> make_source;
   std::function<std::unique_ptr<Op>()> make_op;
+  // kSource of cluster membership (source_cluster_members): the cluster, and the cursor factory
+  // that reads the runtime's feed.
+  uint32_t members_of = UINT32_MAX;
+  std::function<std::unique_ptr<SourceCursor>(MembershipFeed*)> make_membership;
   // kNetwork only.
   uint32_t to_location = 0;
   uint32_t edge = 0;
+  Route route = Route::kOne;
   EdgeCodec codec;
 };
 
