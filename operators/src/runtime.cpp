@@ -394,6 +394,17 @@ class MemberRuntime {
   // flush as one frame per destination). Elements for a member that is gone are dropped and
   // counted, never sent into the void.
   void route(Net& net, const ir::Chunks& in, bool done) {
+    // A destination the transport reports lost ends its channel here (what was sent is a
+    // prefix); a source whose every output ended stops (abandon_if_useless).
+    for (size_t m = 0; m < net.count; ++m) {
+      Send& s = sends_[net.first + m];
+      if (!s.failed && node_ != nullptr && node_->peer_lost(s.dst)) {
+        s.failed = true;
+        s.pending.clear();
+        SLUICE_LOG_ERROR("edge %u: %s is lost; this channel stops here", s.edge,
+                         layout_.member_of(s.dst).to_string().c_str());
+      }
+    }
     auto to = [&](size_t m, const ir::AnyBatch& b) {
       if (b == nullptr || b->size() == 0) return;
       if (present(net, m)) {
