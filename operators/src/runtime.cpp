@@ -9,9 +9,11 @@
 
 #include <atomic>
 #include <cassert>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -90,6 +92,14 @@ class TbbParallel final : public ir::Parallel {
 
  private:
   detail::CurrentMember who_;
+};
+
+// What one network edge moved between this member and one peer.
+struct EdgeStat {
+  uint32_t edge = 0;
+  bool tx = false;
+  uint32_t peer = 0;  // rank; UINT32_MAX: elements that named no member (demux)
+  uint64_t frames = 0, elements = 0, bytes = 0, dropped = 0;
 };
 
 // What a membership source sees of a cluster: every member present at start joins at the first
@@ -196,6 +206,29 @@ class MemberRuntime {
 
   const std::string& name() const { return name_; }
 
+  // What each network edge moved here, per peer (after run()).
+  std::vector<EdgeStat> edge_stats() const {
+    std::vector<EdgeStat> out;
+    for (const auto& s : sends_) {
+      out.push_back({s.edge, true, s.dst, s.frames, s.elements, s.bytes, s.dropped});
+    }
+    for (const auto& [id, net] : nets_) {
+      if (net.dropped != 0) {
+        out.push_back({sends_[net.first].edge, true, UINT32_MAX, 0, 0, 0, net.dropped});
+      }
+    }
+    for (const auto& r : recvs_) {
+      for (const auto& [src, st] : r.from) {
+        EdgeStat e = st;
+        e.edge = r.edge;
+        e.tx = false;
+        e.peer = src;
+        out.push_back(e);
+      }
+    }
+    return out;
+  }
+
  private:
   // What a node put out this tick, and whether its output is done for good.
   struct Slot {
@@ -214,6 +247,7 @@ class MemberRuntime {
     uint32_t edge;
     uint32_t ir_node;
     const ir::EdgeCodec* codec;
+    std::map<uint32_t, EdgeStat> from;  // by sending rank
   };
   // A network edge leaving this member: its outputs are sends_[first .. first + count), one per
   // destination member.
@@ -222,7 +256,7 @@ class MemberRuntime {
     size_t count;
     ir::Route route;
     uint64_t next;     // round_robin: the index in the stream of the next element
-    uint64_t dropped;  // elements for members that were gone (or were never members)
+    uint64_t dropped;  // elements naming no member of the cluster (demux)
   };
   struct Send {
     uint32_t edge;
@@ -235,6 +269,8 @@ class MemberRuntime {
     bool failed = false;
     bool blocked = false;  // the last flush found the window full
     bool closed = false;
+    uint64_t frames = 0, elements = 0, bytes = 0;  // sent
+    uint64_t dropped = 0;                          // elements for it while it was gone
   };
   // A value that crosses into the next tick: defer_tick (lazy), or a top-level forward_ref that
   // closes a cycle (eager: what it holds starts the next tick).
@@ -291,7 +327,7 @@ class MemberRuntime {
               sends_.push_back(Send{n.edge, dst, n.id, n.inputs.at(0), &n.codec, {}});
             }
           }
-          if (n.to_location == location_) recvs_.push_back(Recv{n.edge, n.id, &n.codec});
+          if (n.to_location == location_) recvs_.push_back(Recv{n.edge, n.id, &n.codec, {}});
           break;
       }
     }
@@ -407,10 +443,11 @@ class MemberRuntime {
     }
     auto to = [&](size_t m, const ir::AnyBatch& b) {
       if (b == nullptr || b->size() == 0) return;
+      Send& s = sends_[net.first + m];
       if (present(net, m)) {
-        sends_[net.first + m].pending.push_back(b);
+        s.pending.push_back(b);
       } else {
-        net.dropped += b->size();
+        s.dropped += b->size();
       }
     };
     for (const auto& b : in) {
@@ -494,6 +531,10 @@ class MemberRuntime {
                            b.error().c_str());
           continue;
         }
+        auto& st = r.from[f.src()];
+        ++st.frames;
+        st.elements += f.count();
+        st.bytes += f.elements().size();
         // Keyed by sender: (MemberId<sender>, element) pairs.
         if (r.codec->tag) *b = r.codec->tag(*b, layout_.member_of(f.src()).member);
         slot.out.push_back(std::move(*b));
@@ -739,7 +780,8 @@ class MemberRuntime {
         keep->batches.assign(s.pending.begin() + static_cast<long>(i),
                              s.pending.begin() + static_cast<long>(j));
         if (nets_.at(s.ir_node).route == ir::Route::kBroadcast) {
-          for (size_t k = i; k < j; ++k) keep->encoded.push_back(encode_once(*s.codec, s.pending[k]));
+          for (size_t k = i; k < j; ++k)
+            keep->encoded.push_back(encode_once(*s.codec, s.pending[k]));
         }
         auto st = node_->send_data(
             s.edge, s.dst, tick, static_cast<uint32_t>(count), bytes,
@@ -771,6 +813,9 @@ class MemberRuntime {
           break;
         }
         total += bytes;
+        ++s.frames;
+        s.elements += count;
+        s.bytes += bytes;
         i = j;
       }
       if (s.failed) {
@@ -830,7 +875,8 @@ std::string random_job_id() {
   return buf;
 }
 
-void print_stats(const std::string& who, const Node& node, const Layout& layout) {
+void print_stats(const std::string& who, const Node& node, const Layout& layout,
+                 const std::vector<EdgeStat>& edges) {
   auto st = node.stats();
   std::fprintf(stderr, "sluice stats [%s]\n  %-14s %10s %14s %10s %14s %8s %10s %s\n", who.c_str(),
                "peer", "frames_tx", "bytes_tx", "frames_rx", "bytes_rx", "rejected", "blocked_ms",
@@ -845,6 +891,62 @@ void print_stats(const std::string& who, const Node& node, const Layout& layout)
                  static_cast<double>(p.blocked_ns) / 1e6, p.lanes.empty() ? "-" : p.lanes.c_str(),
                  p.lost ? " (lost)" : "");
   }
+  std::fprintf(stderr, "  %-6s %-3s %-14s %10s %14s %14s %10s\n", "edge", "dir", "peer", "frames",
+               "elements", "bytes", "dropped");
+  for (const auto& e : edges) {
+    std::string peer = e.peer == UINT32_MAX ? "(no member)" : layout.member_of(e.peer).to_string();
+    std::fprintf(stderr, "  %-6u %-3s %-14s %10llu %14llu %14llu %10llu\n", e.edge,
+                 e.tx ? "tx" : "rx", peer.c_str(), (unsigned long long)e.frames,
+                 (unsigned long long)e.elements, (unsigned long long)e.bytes,
+                 (unsigned long long)e.dropped);
+  }
+}
+
+// The same counters as JSON, one file per member: DIR/stats-<location>-<member>.json.
+void write_stats_json(const std::string& dir, const std::string& who, const Node* node,
+                      const Layout& layout, const std::vector<EdgeStat>& edges) {
+  std::string file = who;
+  for (char& c : file) {
+    if (c == '/') c = '-';
+  }
+  std::string path = dir + "/stats-" + file + ".json";
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) {
+    SLUICE_LOG_ERROR("cannot write %s: %s", path.c_str(), std::strerror(errno));
+    return;
+  }
+  std::fprintf(f, "{\"member\": \"%s\", \"peers\": [", who.c_str());
+  if (node != nullptr) {
+    auto st = node->stats();
+    bool first = true;
+    for (uint32_t r = 0; r < st.size(); ++r) {
+      if (r == node->rank()) continue;
+      const auto& p = st[r];
+      std::fprintf(f,
+                   "%s\n  {\"peer\": \"%s\", \"frames_tx\": %llu, \"bytes_tx\": %llu, "
+                   "\"frames_rx\": %llu, \"bytes_rx\": %llu, \"rejected\": %llu, "
+                   "\"blocked_ms\": %.3f, \"lanes\": \"%s\", \"lost\": %s}",
+                   first ? "" : ",", layout.member_of(r).to_string().c_str(),
+                   (unsigned long long)p.frames_sent, (unsigned long long)p.bytes_sent,
+                   (unsigned long long)p.frames_received, (unsigned long long)p.bytes_received,
+                   (unsigned long long)p.frames_rejected, static_cast<double>(p.blocked_ns) / 1e6,
+                   p.lanes.c_str(), p.lost ? "true" : "false");
+      first = false;
+    }
+  }
+  std::fprintf(f, "],\n \"edges\": [");
+  for (size_t i = 0; i < edges.size(); ++i) {
+    const auto& e = edges[i];
+    std::string peer = e.peer == UINT32_MAX ? "" : layout.member_of(e.peer).to_string();
+    std::fprintf(f,
+                 "%s\n  {\"edge\": %u, \"dir\": \"%s\", \"peer\": \"%s\", \"frames\": %llu, "
+                 "\"elements\": %llu, \"bytes\": %llu, \"dropped\": %llu}",
+                 i == 0 ? "" : ",", e.edge, e.tx ? "tx" : "rx", peer.c_str(),
+                 (unsigned long long)e.frames, (unsigned long long)e.elements,
+                 (unsigned long long)e.bytes, (unsigned long long)e.dropped);
+  }
+  std::fprintf(f, "]}\n");
+  std::fclose(f);
 }
 
 // Checks that the launcher's layout names exactly the flow's locations, with one member per
@@ -951,10 +1053,15 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
     });
   }
   for (auto& t : threads) t.join();
-  members.clear();
-  if (opts.stats) {
-    for (auto& n : nodes) print_stats(n->name(), *n, layout);
+  for (uint32_t r = 0; r < members.size(); ++r) {
+    Node* n = networked ? nodes[r].get() : nullptr;
+    auto edges = members[r]->edge_stats();
+    if (opts.stats && n != nullptr) print_stats(n->name(), *n, layout, edges);
+    if (!opts.stats_json.empty()) {
+      write_stats_json(opts.stats_json, members[r]->name(), n, layout, edges);
+    }
   }
+  members.clear();
   return ok ? 0 : 1;
 }
 
@@ -1021,7 +1128,10 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
   }
   bool ok = (*place)->execute([&member] { return member.run(); });
   n->shutdown();
-  if (opts.stats) print_stats(member.name(), *n, env->layout);
+  auto edges = member.edge_stats();
+  if (opts.stats) print_stats(member.name(), *n, env->layout, edges);
+  if (!opts.stats_json.empty())
+    write_stats_json(opts.stats_json, member.name(), n, env->layout, edges);
   return ok ? 0 : 1;
 }
 

@@ -118,6 +118,9 @@ Status apply(RunOptions& o, std::string_view name, std::string_view v) {
   } else if (name == "dump-graph") {
     if (v != "text" && v != "dot" && v != "mermaid") return bad("text|dot|mermaid");
     o.dump_graph = std::string(v);
+  } else if (name == "stats-json") {
+    if (v.empty()) return make_error("--sluice-stats-json needs a directory");
+    o.stats_json = std::string(v);
   } else {
     return make_error("unknown flag --sluice-" + std::string(name) + " (see --sluice-help)");
   }
@@ -166,7 +169,9 @@ const char* run_options_help() {
          "                                         auto = core when processes <= cores (auto)\n"
          "  --sluice-dump-graph text|dot|mermaid   print the flow and exit\n"
          "  --sluice-verbose                       print placement, transports chosen, progress\n"
-         "  --sluice-stats                         print per-edge counters at exit\n";
+         "  --sluice-stats                         print per-peer and per-edge counters at exit\n"
+         "  --sluice-stats-json DIR                write them to "
+         "DIR/stats-<location>-<member>.json\n";
 }
 
 Result<RunOptions> parse_run_options(int& argc, char** argv) {

@@ -43,6 +43,7 @@ struct RunOptions {
   BindMode bind = BindMode::kAuto;  // --sluice-bind; planned per member (placement.hpp)
   bool verbose = false;
   bool stats = false;
+  std::string stats_json;  // a directory: each member writes stats-<location>-<member>.json there
   bool help = false;  // --sluice-help: print run_options_help() and exit
 };
 
