@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -320,5 +321,127 @@ TEST(Demo, HelloSendPrintsTheSum) {
   EXPECT_NE(r.out.find("sum of squares 1..10 = 385"), std::string::npos) << r.describe();
 }
 
+// ---- clusters through the launcher ----
+
+TEST_P(Transport, SeedClusterExamplesThroughLauncher) {
+  auto r = run_command({SLUICE_RUN_PATH, "-n", "p1=1", "-n", "p2=1", "-n", "workers=4", "--",
+                        CLUSTER_CHECK_PATH, "--mode", "seed", flag()});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  auto got = lines_with_prefix(r.out, "[p2/0] ");
+  std::sort(got.begin(), got.end());
+  std::vector<std::string> expect;
+  for (int i = 0; i < 4; ++i) {
+    std::string m = "MemberId<workers>(" + std::to_string(i) + ")";
+    expect.push_back("broadcast (" + m + ", 123)");
+    expect.push_back("demux (" + m + ", " + std::to_string(i) + ")");
+    expect.push_back("round_robin " + std::to_string(i + 1));
+    expect.push_back("send (" + m + ", 1)");
+  }
+  std::sort(expect.begin(), expect.end());
+  EXPECT_EQ(got, expect) << r.describe();
+}
+
+// A leader streams 0..count-1 to 4 workers (broadcast or round_robin); worker 2 is SIGKILLed
+// mid-stream; the job goes on without it.
+ProcessResult kill_worker_mid_stream(const std::string& transport, const std::string& mode,
+                                     const std::string& count, TempDir& dir) {
+  SubprocessOptions opts;
+  opts.timeout_ms = 120000;
+  auto job = Subprocess::start({SLUICE_RUN_PATH,
+                                "--on-failure",
+                                "continue",
+                                "-n",
+                                "leader=1",
+                                "-n",
+                                "workers=4",
+                                "--",
+                                CLUSTER_CHECK_PATH,
+                                "--mode",
+                                mode,
+                                "--count",
+                                count,
+                                "--victim",
+                                "2",
+                                "--ready-after",
+                                "100000",
+                                "--ready-file",
+                                dir.file("ready"),
+                                "--sluice-transport=" + transport,
+                                "--sluice-peer-timeout-ms=1500",
+                                "--sluice-stats-json",
+                                dir.path()},
+                               opts);
+  bool ready = wait_until([&] { return !read_file(dir.file("ready")).empty(); }, 60000);
+  EXPECT_TRUE(ready) << "worker 2 never reported progress";
+  pid_t victim = static_cast<pid_t>(std::stol("0" + read_file(dir.file("ready"))));
+  if (ready && victim > 0) kill(victim, SIGKILL);
+  return job.wait();
+}
+
+// "elements" the leader's JSON stats say edge `dir` moved with `peer`.
+long long leader_elements(const std::string& json, const std::string& peer) {
+  std::string key = "\"dir\": \"tx\", \"peer\": \"" + peer + "\"";
+  auto at = json.find(key);
+  if (at == std::string::npos) return -1;
+  auto e = json.find("\"elements\": ", at);
+  return e == std::string::npos ? -1 : std::stoll(json.substr(e + 12));
+}
+
+TEST_P(Transport, KilledWorkerDuringBroadcastLeavesAndSurvivorsGetEverything) {
+  auto before = shm_entries();
+  TempDir dir;
+  auto r = kill_worker_mid_stream(GetParam(), "broadcast", "5000000", dir);
+  EXPECT_FALSE(r.timed_out) << r.describe();
+  for (int k : {0, 1, 3}) {
+    std::string line =
+        "[workers/" + std::to_string(k) + "] worker " + std::to_string(k) + ": OK count=5000000";
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.describe();
+  }
+  EXPECT_NE(r.out.find("[leader/0] leader: MemberId<workers>(2) Left"), std::string::npos)
+      << r.describe();
+  EXPECT_NE(r.err.find("workers/2"), std::string::npos) << r.describe();
+  expect_no_shm_leftovers(before);
+}
+
+TEST_P(Transport, KilledWorkerDuringRoundRobinLeavesAndSurvivorsGetTheirShareInOrder) {
+  auto before = shm_entries();
+  TempDir dir;
+  auto r = kill_worker_mid_stream(GetParam(), "rr", "5000000", dir);
+  EXPECT_FALSE(r.timed_out) << r.describe();
+  EXPECT_NE(r.out.find("[leader/0] leader: MemberId<workers>(2) Left"), std::string::npos)
+      << r.describe();
+  // Each survivor got, once and in increasing order, exactly what the leader sent it.
+  std::string json = read_file(dir.file("stats-leader-0.json"));
+  for (int k : {0, 1, 3}) {
+    std::string w = "workers/" + std::to_string(k);
+    long long sent = leader_elements(json, w);
+    std::string line =
+        "[" + w + "] worker " + std::to_string(k) + ": OK count=" + std::to_string(sent);
+    EXPECT_GT(sent, 0) << json;
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.describe() << json;
+  }
+  expect_no_shm_leftovers(before);
+}
+
+TEST_P(Transport, SlowWorkerUnderBroadcastKeepsTheLeaderBoundedAndLosesNothing) {
+  // 20 M int64 (160 MB) broadcast flat out while worker 1 pauses 1 ms every 10000 elements: the
+  // leader may not buffer the stream for it (its windows are a few MiB per member).
+  SubprocessOptions slow_opts;
+  slow_opts.timeout_ms = 180000;
+  auto r = run_command(
+      {SLUICE_RUN_PATH, "-n", "leader=1", "-n", "workers=4", "--", CLUSTER_CHECK_PATH, "--mode",
+       "broadcast", "--count", "20000000", "--slow", "1", "--sleep-us", "1000", flag()},
+      slow_opts);
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  for (int k = 0; k < 4; ++k) {
+    std::string line =
+        "[workers/" + std::to_string(k) + "] worker " + std::to_string(k) + ": OK count=20000000";
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.describe();
+  }
+  auto at = r.out.find("leader: peak_rss_kb=");
+  ASSERT_NE(at, std::string::npos) << r.describe();
+  long rss_kb = std::stol(r.out.substr(at + 20));
+  EXPECT_LT(rss_kb, 128 * 1024) << "leader peak RSS " << rss_kb << " KiB\n" << r.describe();
+}
 }  // namespace
 }  // namespace sluice::test

@@ -22,9 +22,9 @@ struct Destination {};
 class Networking : public ::testing::TestWithParam<std::string> {
  protected:
   int run_flow(const FlowBuilder& flow) {
-    std::vector<std::string> args = {"networking", "--sluice-transport", GetParam(),
-                                     "--sluice-cluster", "workers=4", "--sluice-cluster",
-                                     "source=4", "--sluice-cluster", "destination=4"};
+    std::vector<std::string> args = {"networking",       "--sluice-transport", GetParam(),
+                                     "--sluice-cluster", "workers=4",          "--sluice-cluster",
+                                     "source=4",         "--sluice-cluster",   "destination=4"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -87,9 +87,9 @@ TEST_P(Networking, DemuxFromAProcessSendsEachElementToTheMemberItNames) {
       .assume_ordering<TotalOrder>(nondet("sorted below"))
       .for_each([&](const auto& e) { add(show(e)); });
   ASSERT_EQ(run_flow(flow), 0);
-  EXPECT_EQ(results(), (std::vector<std::string>{
-                           "(MemberId<workers>(0), 0)", "(MemberId<workers>(1), 1)",
-                           "(MemberId<workers>(2), 2)", "(MemberId<workers>(3), 3)"}));
+  EXPECT_EQ(results(),
+            (std::vector<std::string>{"(MemberId<workers>(0), 0)", "(MemberId<workers>(1), 1)",
+                                      "(MemberId<workers>(2), 2)", "(MemberId<workers>(3), 3)"}));
 }
 
 TEST_P(Networking, RoundRobinFromAProcessGivesEachMemberOneElement) {
@@ -131,12 +131,10 @@ TEST_P(Networking, SendFromAClusterIsKeyedBySender) {
       .for_each([&](const auto& e) { add(show(e)); });
   std::mutex mu;
   std::vector<int> values;
-  received.values()
-      .assume_ordering<TotalOrder>(nondet("sorted below"))
-      .for_each([&](int v) {
-        std::lock_guard<std::mutex> lock(mu);
-        values.push_back(v);
-      });
+  received.values().assume_ordering<TotalOrder>(nondet("sorted below")).for_each([&](int v) {
+    std::lock_guard<std::mutex> lock(mu);
+    values.push_back(v);
+  });
   ASSERT_EQ(run_flow(flow), 0);
   EXPECT_EQ(results(),
             (std::vector<std::string>{"(MemberId<workers>(0), 1)", "(MemberId<workers>(1), 1)",
