@@ -284,6 +284,27 @@ class MemberRuntime {
     std::vector<size_t> loops;    // eager: held values upstream, itself included
     bool roots_done = false;      // eager: every root was done last tick
   };
+  // Eager: its loop is quiet (roots done last tick, nothing in flight). Lazy: its input was done
+  // last tick, or this is the location's last tick (it never starts one, so nothing follows).
+  bool held_done(const Held& h, bool last_tick) const {
+    if (!h.eager) return h.input_done || last_tick;
+    bool quiet = h.roots_done;
+    for (size_t k : h.loops) quiet = quiet && helds_[k].next.empty();
+    return quiet;
+  }
+  // After pull_roots: every source and receive is done and no top-level cycle has more to give.
+  bool last_tick() const {
+    for (const auto& s : sources_) {
+      if (!slots_[s.ir_node].done) return false;
+    }
+    for (const auto& r : recvs_) {
+      if (!slots_[r.ir_node].done) return false;
+    }
+    for (const auto& h : helds_) {
+      if (h.eager && !held_done(h, false)) return false;
+    }
+    return true;
+  }
 
   void lower() {
     const auto& nodes = g_.nodes();
@@ -396,7 +417,12 @@ class MemberRuntime {
     }
     switch (n.kind) {
       case ir::NodeKind::kOp:
-        ops_[id]->run(ports, slots_[id].out, ctx_);
+        if (n.pure) {
+          ops_[id]->run(ports, slots_[id].out, ctx_);
+        } else {
+          std::lock_guard<std::mutex> lock(user_mu_);  // user code of a member: one at a time
+          ops_[id]->run(ports, slots_[id].out, ctx_);
+        }
         slots_[id].done = done;
         break;
       case ir::NodeKind::kForward:  // same tick: passes its input on
@@ -556,6 +582,8 @@ class MemberRuntime {
     }
     for (const auto& h : helds_) {
       if (h.eager && !h.next.empty()) work = true;
+      // A top-level cycle that went quiet: one more tick tells its consumers it is done.
+      if (h.eager && held_done(h, false) && !slots_[h.ir_node].done) work = true;
     }
     return work;
   }
@@ -563,17 +591,12 @@ class MemberRuntime {
   void run_tick() {
     ++ctx_.tick;
     // Deferred values come out first.
+    bool last = last_tick();
+    for (auto& h : helds_) slots_[h.ir_node].done = held_done(h, last);
     for (auto& h : helds_) {
       Slot& slot = slots_[h.ir_node];
       slot.out = std::move(h.next);
       h.next.clear();
-      if (!h.eager) slot.done = h.input_done;
-    }
-    for (auto& h : helds_) {
-      if (!h.eager) continue;
-      bool quiet = h.roots_done;
-      for (size_t k : h.loops) quiet = quiet && slots_[helds_[k].ir_node].out.empty();
-      slots_[h.ir_node].done = quiet;
     }
     start_->try_put(flow::continue_msg());
     graph_->wait_for_all();
@@ -681,6 +704,7 @@ class MemberRuntime {
     }
     for (const auto& h : helds_) {
       if (h.eager && !h.next.empty()) return false;
+      if (h.eager && held_done(h, false) && !slots_[h.ir_node].done) return false;
     }
     return node_ == nullptr || node_->outputs_drained();
   }
@@ -856,8 +880,9 @@ class MemberRuntime {
   std::unique_ptr<flow::graph> graph_;
   std::unique_ptr<flow::broadcast_node<flow::continue_msg>> start_;
   std::vector<std::shared_ptr<void>> owned_;
-  std::vector<Slot> slots_;                   // by IR node id
-  std::vector<bool> live_;                    // by IR node id
+  std::mutex user_mu_;       // serializes the member's non-pure operators (see ir::Node::pure)
+  std::vector<Slot> slots_;  // by IR node id
+  std::vector<bool> live_;   // by IR node id
   std::vector<std::unique_ptr<ir::Op>> ops_;  // by IR node id (this location's kOp nodes)
   std::vector<Source> sources_;
   std::vector<Recv> recvs_;

@@ -9,6 +9,7 @@ void build() {
   s.enumerate();
   s.for_each([](int) {});
   s.collect_vec();
+  s.cross_product(s);
   s.fold([] { return 0; }, [](int& a, int x) { a += x; });
   s.weaken_ordering().assume_ordering<TotalOrder>(nondet("test")).for_each([](int) {});
   s.batch(tick, nondet("test")).all_ticks();

@@ -279,6 +279,40 @@ TEST(Ticks, AForwardRefNeverCompletedIsRejected) {
   EXPECT_NE(err.find("never completed"), std::string::npos) << err;
 }
 
+TEST(Ticks, UnwrapOrOfATopLevelBoundedOptionalWaitsForTheFinalValue) {
+  FlowBuilder flow;
+  auto p = flow.process<P>("p");
+  std::vector<int> sum, first;
+  p.source_iter(one_to(4))
+      .reduce([](int a, int b) { return a + b; })
+      .unwrap_or(0)
+      .into_stream()
+      .for_each([&](int x) { sum.push_back(x); });
+  p.source_iter(one_to(4))
+      .filter([](int x) { return x > 2; })
+      .first()
+      .unwrap_or(-1)
+      .into_stream()
+      .for_each([&](int x) { first.push_back(x); });
+  ASSERT_EQ(run_flow(flow, "1"), 0);
+  EXPECT_EQ(sum, (std::vector<int>{10}));
+  EXPECT_EQ(first, (std::vector<int>{3}));
+}
+
+TEST_P(EveryBatch, ATopLevelCycleEndsSoABoundedFoldAfterItGetsItsFinalValue) {
+  FlowBuilder flow;
+  auto p = flow.process<P>("p");
+  auto [complete_loop, loop] = p.forward_ref<Stream<int, Process<P>, Bounded, NoOrder>>();
+  auto all = p.source_iter(std::vector<int>{3, 5}).interleave(loop);
+  complete_loop.complete(all.map([](int x) { return x - 1; }).filter([](int x) { return x > 0; }));
+  std::vector<int> sums;
+  all.fold_commutative([] { return 0; }, [](int& a, int x) { a += x; })
+      .into_stream()
+      .for_each([&](int x) { sums.push_back(x); });
+  ASSERT_EQ(run_flow(flow, GetParam()), 0);
+  EXPECT_EQ(sums, (std::vector<int>{3 + 2 + 1 + 5 + 4 + 3 + 2 + 1}));
+}
+
 // ---- pairs of collections ----
 
 TEST_P(EveryBatch, CrossProductJoinAndAntiJoinAtTheTopLevel) {

@@ -21,10 +21,11 @@ struct Destination {};
 
 class Networking : public ::testing::TestWithParam<std::string> {
  protected:
-  int run_flow(const FlowBuilder& flow) {
+  int run_flow(const FlowBuilder& flow, std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {"networking",       "--sluice-transport", GetParam(),
                                      "--sluice-cluster", "workers=4",          "--sluice-cluster",
                                      "source=4",         "--sluice-cluster",   "destination=4"};
+    args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -229,6 +230,37 @@ TEST_P(Networking, ClusterMembersAllJoinAtStart) {
   EXPECT_EQ(results(), (std::vector<std::string>{
                            "(MemberId<workers>(0), Joined)", "(MemberId<workers>(1), Joined)",
                            "(MemberId<workers>(2), Joined)", "(MemberId<workers>(3), Joined)"}));
+}
+
+// Channels downstream of deferred values and of top-level cycles still close, so jobs end.
+TEST_P(Networking, ASendAfterDeferTickEndsTheJob) {
+  FlowBuilder flow;
+  auto p1 = flow.process<P1>("p1");
+  auto p2 = flow.process<P2>("p2");
+  auto tick = p1.tick();
+  auto b = p1.source_iter(std::vector<int>{1, 2, 3, 4}).batch(tick, nondet("one per tick"));
+  b.cross_singleton(b.first().defer_tick())
+      .all_ticks()
+      .send(p2)
+      .for_each([&](const std::pair<int, int>& e) {
+        add(std::to_string(e.first) + "," + std::to_string(e.second));
+      });
+  ASSERT_EQ(run_flow(flow, {"--sluice-batch", "1"}), 0);
+  EXPECT_EQ(results(), (std::vector<std::string>{"2,1", "3,2", "4,3"}));
+}
+
+TEST_P(Networking, ASendAfterATopLevelCycleEndsTheJob) {
+  FlowBuilder flow;
+  auto p1 = flow.process<P1>("p1");
+  auto p2 = flow.process<P2>("p2");
+  auto [complete_loop, loop] = p1.forward_ref<Stream<int, Process<P1>, Unbounded, NoOrder>>();
+  auto all = p1.source_iter(std::vector<int>{3}).interleave(loop);
+  complete_loop.complete(all.map([](int x) { return x - 1; }).filter([](int x) { return x > 0; }));
+  all.send(p2).assume_ordering<TotalOrder>(nondet("sorted below")).for_each([&](int x) {
+    add(std::to_string(x));
+  });
+  ASSERT_EQ(run_flow(flow), 0);
+  EXPECT_EQ(results(), (std::vector<std::string>{"1", "2", "3"}));
 }
 
 }  // namespace

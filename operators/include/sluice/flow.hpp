@@ -302,13 +302,14 @@ ir::EdgeCodec make_edge_codec() {
 
 // Records an operator node and returns the collection C that reads it. `make` returns the
 // operator's body: a mutable lambda (std::span<const Port>, Chunks& out, const TickContext&).
-template <typename C, bool kEffect = false, typename Loc, typename Make>
+template <typename C, bool kEffect = false, bool kPure = false, typename Loc, typename Make>
 C add_op(const std::shared_ptr<FlowState>& flow, const Loc& loc, const char* op,
          std::vector<uint32_t> inputs, Make make) {
   ir::Node n;
   n.kind = ir::NodeKind::kOp;
   n.op = op;
   n.sink = kEffect;
+  n.pure = kPure;
   n.location = loc.id();
   n.inputs = std::move(inputs);
   n.tick_scoped = kIsTick<Loc>;
@@ -320,7 +321,7 @@ C add_op(const std::shared_ptr<FlowState>& flow, const Loc& loc, const char* op,
 // A node that passes its input through unchanged (a change of type or location only).
 template <typename C, typename Loc>
 C add_pass(const std::shared_ptr<FlowState>& flow, const Loc& loc, const char* op, uint32_t input) {
-  return add_op<C>(flow, loc, op, {input}, [] {
+  return add_op<C, false, true>(flow, loc, op, {input}, [] {
     return [](std::span<const Port> in, Chunks& out, const TickContext&) {
       out.insert(out.end(), in[0].chunks->begin(), in[0].chunks->end());
     };
@@ -753,6 +754,8 @@ class Stream : public detail::Handle<L> {
                   "into a tick first)");
     static_assert(kTotal,
                   "collect_vec needs a TotalOrder stream: the vector's order would be arbitrary");
+    static_assert(kOnce,
+                  "collect_vec needs an ExactlyOnce stream: a retried element would appear twice");
     using V = std::vector<T>;
     return detail::add_op<Singleton<V, L, B>>(flow_, loc_, "collect_vec", {node_}, [] {
       return [cell = detail::Cell<V>{}](std::span<const ir::Port> in, ir::Chunks& out,
@@ -774,9 +777,9 @@ class Stream : public detail::Handle<L> {
   }
 
   // Every pair (a, b) of an element of this stream and one of `other`.
-  template <typename U, typename O2, typename R2>
+  template <typename U, typename O2>
   Stream<std::pair<T, U>, L, B, NoOrder, R> cross_product(
-      const Stream<U, L, B, O2, R2>& other) const {
+      const Stream<U, L, B, O2, R>& other) const {
     using P = std::pair<T, U>;
     return detail::add_op<Stream<P, L, B, NoOrder, R>>(
         flow_, loc_, "cross_product", {node_, other.node_id()}, [] {
@@ -841,8 +844,8 @@ class Stream : public detail::Handle<L> {
   }
 
   // Joins a stream of (key, v1) with one of (key, v2) on the key: (key, (v1, v2)).
-  template <typename V2, typename O2, typename R2, typename TT = T>
-  auto join(const Stream<std::pair<detail::KeyOf<TT>, V2>, L, B, O2, R2>& other) const {
+  template <typename V2, typename O2, typename TT = T>
+  auto join(const Stream<std::pair<detail::KeyOf<TT>, V2>, L, B, O2, R>& other) const {
     using K = detail::KeyOf<TT>;
     using V1 = detail::ValOf<TT>;
     using P = std::pair<K, std::pair<V1, V2>>;
@@ -1018,9 +1021,9 @@ class Stream : public detail::Handle<L> {
   // not (or no longer) in the cluster are dropped and counted.
   template <typename Tag2, typename TT = T>
   auto demux(const Cluster<Tag2>& to) const {
-    static_assert(detail::PairTraits<TT>::kIsPair &&
-                      std::is_same_v<detail::KeyOf<TT>, MemberId<Tag2>>,
-                  "demux needs a stream of (MemberId<destination>, value) pairs");
+    static_assert(
+        detail::PairTraits<TT>::kIsPair && std::is_same_v<detail::KeyOf<TT>, MemberId<Tag2>>,
+        "demux needs a stream of (MemberId<destination>, value) pairs");
     using U = detail::ValOf<TT>;
     using Out = typename detail::NetOut<L, U, Cluster<Tag2>, O, R>::type;
     auto codec = detail::net_codec<Out, U, L, Cluster<Tag2>>();
@@ -1032,15 +1035,16 @@ class Stream : public detail::Handle<L> {
   // Element i of the stream to members[i % n] of the tick's membership (n members present).
   template <typename Tag2>
   auto round_robin(const Cluster<Tag2>& to, NonDet) const requires Encodable<T> {
-    static_assert(kTotal,
-                  "round_robin needs a TotalOrder stream: element i goes to member i % n, so i must "
-                  "be well defined");
+    static_assert(
+        kTotal,
+        "round_robin needs a TotalOrder stream: element i goes to member i % n, so i must "
+        "be well defined");
     static_assert(kOnce, "round_robin needs an ExactlyOnce stream: a retry would take a new turn");
     using Out = typename detail::NetOut<L, T, Cluster<Tag2>, O, R>::type;
     auto codec = detail::net_codec<Out, T, L, Cluster<Tag2>>();
     detail::add_stride<T>(codec);
-    return detail::add_network<Out>(flow_, loc_, node_, to, "round_robin",
-                                    ir::Route::kRoundRobin, std::move(codec));
+    return detail::add_network<Out>(flow_, loc_, node_, to, "round_robin", ir::Route::kRoundRobin,
+                                    std::move(codec));
   }
 
  protected:
@@ -1152,14 +1156,15 @@ class Stream : public detail::Handle<L> {
   auto make_fused(const Ch& ch) const {
     using In = typename Ch::In;
     constexpr bool kExp = Ch::kExpands;
-    auto s = detail::add_op<Same<U>>(flow_, loc_, ch.ops.c_str(), {ch.input}, [k = ch.kernel] {
-      return [k](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) {
-        detail::per_chunk<U, In>(*in[0].chunks, out, ctx, true,
-                                 [&k](const In* a, const In* b, ir::Vec<U>& o) {
-                                   detail::run_chain<U, kExp>(k, a, b, o);
-                                 });
-      };
-    });
+    auto s = detail::add_op<Same<U>, false, true>(
+        flow_, loc_, ch.ops.c_str(), {ch.input}, [k = ch.kernel] {
+          return [k](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext& ctx) {
+            detail::per_chunk<U, In>(*in[0].chunks, out, ctx, true,
+                                     [&k](const In* a, const In* b, ir::Vec<U>& o) {
+                                       detail::run_chain<U, kExp>(k, a, b, o);
+                                     });
+          };
+        });
     return FusedStream<U, L, B, O, R, Ch>(std::move(s), ch);
   }
 
@@ -1429,6 +1434,10 @@ class Optional : public detail::ValueHandle<T, L, B, Optional> {
         this->flow_, this->loc_, "unwrap_or", {this->node_}, [fallback] {
           return [fallback](std::span<const ir::Port> in, ir::Chunks& out, const ir::TickContext&) {
             const T* v = detail::value_of<T>(*in[0].chunks);
+            // A top-level Bounded optional is absent until its input is done: no fallback yet.
+            if (v == nullptr && !in[0].done && detail::emit_for<L, B>() == detail::Emit::kFinal) {
+              return;
+            }
             out.push_back(detail::one(v != nullptr ? *v : fallback));
           };
         });
@@ -1543,17 +1552,18 @@ class KeyedStream : public detail::Handle<L> {
       return detail::add_network<Out>(flow_, loc_, node_, to, "demux", ir::Route::kDemux,
                                       std::move(codec));
     } else {
-      static_assert(detail::PairTraits<K>::kIsPair &&
-                        std::is_same_v<detail::KeyOf<K>, MemberId<Tag2>>,
-                    "demux needs keys that are MemberId<destination> or (MemberId<destination>, K)");
+      static_assert(
+          detail::PairTraits<K>::kIsPair && std::is_same_v<detail::KeyOf<K>, MemberId<Tag2>>,
+          "demux needs keys that are MemberId<destination> or (MemberId<destination>, K)");
       using K2 = detail::ValOf<K>;
       using W = std::pair<K2, V>;
       using Out = KeyedStream<K2, V, Cluster<Tag2>, Unbounded, O, R>;
       static_assert(!detail::kIsCluster<L>,
                     "a keyed demux from a cluster would need keys of keys; use entries() first");
       auto codec = detail::net_codec<Out, W, L, Cluster<Tag2>>();
-      detail::add_split<P, W>(
-          codec, [](const P& e) { return std::pair(e.first.first.raw(), W(e.first.second, e.second)); });
+      detail::add_split<P, W>(codec, [](const P& e) {
+        return std::pair(e.first.first.raw(), W(e.first.second, e.second));
+      });
       return detail::add_network<Out>(flow_, loc_, node_, to, "demux", ir::Route::kDemux,
                                       std::move(codec));
     }

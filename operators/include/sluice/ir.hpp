@@ -181,7 +181,11 @@ struct Node {
   std::string op;         // "source_iter", "map", "send", ... (for dumps and errors)
   uint32_t location = 0;  // where the node runs; for kNetwork, the sending side
   std::vector<uint32_t> inputs;
-  bool sink = false;         // kOp with no output (for_each)
+  bool sink = false;  // kOp with an effect (for_each, inspect): runs even if nothing reads it
+  // kOp that runs no stateful user code (pass-throughs, fused chains of const-callable
+  // functions): it may run at the same time as other nodes. The others of a member run one at a
+  // time, as a location runs in Hydro, so user state shared by two operators needs no lock.
+  bool pure = false;
   bool tick_scoped = false;  // lives inside a Tick (kForward: decides how a cycle is cut)
   // Factories: each member instance gets its own body, so per-member state stays separate.
   std::function<std::unique_ptr<SourceCursor>()> make_source;
