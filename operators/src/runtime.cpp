@@ -742,7 +742,8 @@ class MemberRuntime {
   static constexpr std::chrono::microseconds kMaxSendWait{2000};
   // A broadcast batch encoded once per flush; every destination's frame sends these bytes.
   struct Encoded {
-    transport::PooledBuffer bytes;
+    transport::PooledBuffer bytes;  // empty when `data` is the batch's own memory
+    const uint8_t* data = nullptr;
     size_t size = 0;
   };
   struct FrameKeep {
@@ -756,11 +757,18 @@ class MemberRuntime {
       auto& e = encoded[b.get()];
       if (e == nullptr) {
         auto enc = std::make_shared<Encoded>();
-        enc->size = codec.encoded_size(*b);
-        enc->bytes = transport::pool_allocate(enc->size);
-        uint8_t* end = codec.encode(*b, enc->bytes.get(), nullptr);
-        assert(end == enc->bytes.get() + enc->size && "a Codec's size() disagrees with encode()");
-        (void)end;
+        if (codec.raw) {  // plain values: the frame gathers them from the batch itself
+          auto view = codec.raw(*b);
+          enc->data = view.data();
+          enc->size = view.size();
+        } else {
+          enc->size = codec.encoded_size(*b);
+          enc->bytes = transport::pool_allocate(enc->size);
+          enc->data = enc->bytes.get();
+          uint8_t* end = codec.encode(*b, enc->bytes.get(), nullptr);
+          assert(end == enc->bytes.get() + enc->size && "a Codec's size() disagrees with encode()");
+          (void)end;
+        }
         e = std::move(enc);
       }
       return e;
@@ -813,7 +821,7 @@ class MemberRuntime {
               uint8_t* const start = p;
               if (!keep->encoded.empty()) {  // broadcast: the shared bytes, not a new encoding
                 for (const auto& e : keep->encoded) {
-                  holes.push_back({p, e->bytes.get(), e->size});
+                  holes.push_back({p, e->data, e->size});
                   p += e->size;
                 }
               } else {

@@ -100,6 +100,59 @@ int main(int argc, char** argv) {
     return run(flow, argc, argv);
   }
 
+  if (mode == "seed-cc") {  // p1=1 p2=1 source=4 destination=4: the Cluster->Cluster examples
+    struct Src {};
+    struct Dst {};
+    auto p1 = flow.process<P1>("p1");
+    auto p2 = flow.process<P2>("p2");
+    auto source = flow.cluster<Src>("source");
+    auto destination = flow.cluster<Dst>("destination");
+    auto show = [](const char* tag) {
+      return [tag](const std::pair<MemberId<Dst>, std::pair<MemberId<Src>, int>>& e) {
+        std::printf("%s (%s, (%s, %d))\n", tag, to_string(e.first).c_str(),
+                    to_string(e.second.first).c_str(), e.second.second);
+      };
+    };
+    source.source_iter(std::vector<int>{123})
+        .broadcast(destination, nondet("stable membership"))
+        .entries()
+        .send(p2)
+        .entries()
+        .assume_ordering<TotalOrder>(nondet("printed in arrival order"))
+        .for_each(show("broadcast"));
+    source.source_iter(std::vector<int>{0, 1, 2, 3})
+        .map([](int x) { return std::pair(MemberId<Dst>::from_raw(static_cast<uint32_t>(x)), x); })
+        .demux(destination)
+        .entries()
+        .send(p2)
+        .entries()
+        .assume_ordering<TotalOrder>(nondet("printed in arrival order"))
+        .for_each(show("demux"));
+    p1.source_iter(std::views::iota(0, 17))
+        .round_robin(source, nondet("stable membership"))
+        .round_robin(destination, nondet("stable membership"))
+        .values()
+        .send(p2)
+        .values()
+        .assume_ordering<TotalOrder>(nondet("printed in arrival order"))
+        .for_each([](int v) { std::printf("round_robin %d\n", v); });
+    p1.source_cluster_members(source)
+        .entries()
+        .assume_ordering<TotalOrder>(nondet("printed as they come"))
+        .for_each([](const std::pair<MemberId<Src>, MembershipEvent>& e) {
+          std::printf("members %s %s\n", to_string(e.first).c_str(), to_string(e.second));
+        });
+    source.source_iter(std::vector<int>{0})
+        .map([source](int) { return static_cast<int>(source.self_id().raw()); })
+        .send(p2)
+        .entries()
+        .assume_ordering<TotalOrder>(nondet("printed in arrival order"))
+        .for_each([](const std::pair<MemberId<Src>, int>& e) {
+          std::printf("self_id %s says %d\n", to_string(e.first).c_str(), e.second);
+        });
+    return run(flow, argc, argv);
+  }
+
   auto leader = flow.process<Leader>("leader");
   auto workers = flow.cluster<Workers>("workers");
   leader.source_cluster_members(workers)

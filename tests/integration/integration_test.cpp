@@ -341,6 +341,33 @@ TEST_P(Transport, SeedClusterExamplesThroughLauncher) {
   EXPECT_EQ(got, expect) << r.describe();
 }
 
+TEST_P(Transport, SeedClusterToClusterExamplesThroughLauncher) {
+  auto r = run_command({SLUICE_RUN_PATH, "-n", "p1=1", "-n", "p2=1", "-n", "source=4", "-n",
+                        "destination=4", "--", CLUSTER_CHECK_PATH, "--mode", "seed-cc", flag()});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  auto got = lines_with_prefix(r.out, "[p2/0] ");
+  auto members = lines_with_prefix(r.out, "[p1/0] ");
+  got.insert(got.end(), members.begin(), members.end());
+  std::sort(got.begin(), got.end());
+  std::vector<std::string> expect;
+  for (int d = 0; d < 4; ++d) {
+    for (int s = 0; s < 4; ++s) {
+      std::string dst = "MemberId<destination>(" + std::to_string(d) + ")";
+      std::string src = "MemberId<source>(" + std::to_string(s) + ")";
+      expect.push_back("broadcast (" + dst + ", (" + src + ", 123))");
+      expect.push_back("demux (" + dst + ", (" + src + ", " + std::to_string(d) + "))");
+    }
+  }
+  for (int i = 0; i < 17; ++i) expect.push_back("round_robin " + std::to_string(i));
+  for (int m = 0; m < 4; ++m) {
+    std::string id = "MemberId<source>(" + std::to_string(m) + ")";
+    expect.push_back("members " + id + " Joined");
+    expect.push_back("self_id " + id + " says " + std::to_string(m));
+  }
+  std::sort(expect.begin(), expect.end());
+  EXPECT_EQ(got, expect) << r.describe();
+}
+
 // A leader streams 0..count-1 to 4 workers (broadcast or round_robin); worker 2 is SIGKILLed
 // mid-stream; the job goes on without it.
 ProcessResult kill_worker_mid_stream(const std::string& transport, const std::string& mode,

@@ -260,6 +260,13 @@ ir::EdgeCodec make_edge_codec() {
       return out;
     }
   };
+  if constexpr (BulkCopyable<T>) {
+    c.raw = [](const ir::BatchBase& b) {
+      const auto& items = static_cast<const ir::Batch<T>&>(b).items;
+      return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(items.data()),
+                                      items.size() * sizeof(T));
+    };
+  }
   c.decode = [](std::span<const uint8_t> bytes, uint32_t count,
                 const std::shared_ptr<const void>& owner) -> Result<ir::AnyBatch> {
     auto b = std::make_shared<ir::Batch<T>>();

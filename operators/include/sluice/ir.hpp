@@ -142,6 +142,8 @@ struct EdgeCodec {
                                  const std::shared_ptr<const void>& owner)>
       decode;
   std::string type_name;
+  // Bulk-copyable element types: a batch's encoding is its own memory (no encode needed).
+  std::function<std::span<const uint8_t>(const BatchBase&)> raw;
   // Receivers keyed by sender: turns a decoded batch of T into (MemberId<Src>, T) pairs.
   std::function<AnyBatch(const AnyBatch&, uint32_t src_member)> tag;
   // demux: splits a batch of (MemberId<Dst>, T) into a batch of T per member (index = member).
