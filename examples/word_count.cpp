@@ -17,8 +17,8 @@ using namespace sluice;
 int main(int argc, char** argv) {
   FlowBuilder flow;
   auto p = flow.process<struct Counter>("counter");
-  auto lines = p.source_iter(std::vector<std::string>{
-      "the quick brown fox", "jumps over the lazy dog", "the dog sleeps"});
+  auto lines = p.source_iter(
+      std::vector<std::string>{"the quick brown fox", "jumps over the lazy dog", "the dog sleeps"});
 
   auto words = lines.flat_map([](const std::string& line) {
     std::vector<std::string> out;

@@ -416,15 +416,13 @@ class MemberRuntime {
       done = done && slots_[in].done;
     }
     switch (n.kind) {
-      case ir::NodeKind::kOp:
-        if (n.pure) {
-          ops_[id]->run(ports, slots_[id].out, ctx_);
-        } else {
-          std::lock_guard<std::mutex> lock(user_mu_);  // user code of a member: one at a time
-          ops_[id]->run(ports, slots_[id].out, ctx_);
-        }
+      case ir::NodeKind::kOp: {
+        std::unique_lock<std::mutex> lock(user_mu_, std::defer_lock);
+        if (!n.pure) lock.lock();  // user code of a member: one operator at a time
+        ops_[id]->run(ports, slots_[id].out, ctx_);
         slots_[id].done = done;
         break;
+      }
       case ir::NodeKind::kForward:  // same tick: passes its input on
         slots_[id].out = *ports[0].chunks;
         slots_[id].done = done;
@@ -435,6 +433,12 @@ class MemberRuntime {
       default:
         assert(false && "sources and deferred values are not tick nodes");
     }
+  }
+
+  // Discards an output's pending batches from `first` on, counting their elements as dropped.
+  static void drop_pending(Send& s, size_t first) {
+    for (size_t k = first; k < s.pending.size(); ++k) s.dropped += s.pending[k]->size();
+    s.pending.clear();
   }
 
   // The ranks of every member of a location, in member order.
@@ -449,7 +453,7 @@ class MemberRuntime {
   // Whether destination `m` of a network edge is present: not lost, its channel still open.
   bool present(const Net& net, size_t m) const {
     const Send& s = sends_[net.first + m];
-    return !s.failed && !s.closed && (node_ == nullptr || !node_->peer_lost(s.dst));
+    return !s.failed && !s.closed;  // route() marks a lost destination failed first
   }
 
   // A network edge's share of a tick: each batch goes to its destinations' pending lists (sent at
@@ -462,7 +466,7 @@ class MemberRuntime {
       Send& s = sends_[net.first + m];
       if (!s.failed && node_ != nullptr && node_->peer_lost(s.dst)) {
         s.failed = true;
-        s.pending.clear();
+        drop_pending(s, 0);
         SLUICE_LOG_ERROR("edge %u: %s is lost; this channel stops here", s.edge,
                          layout_.member_of(s.dst).to_string().c_str());
       }
@@ -777,7 +781,7 @@ class MemberRuntime {
       s.blocked = false;
       if (s.pending.empty()) continue;
       if (s.failed) {
-        s.pending.clear();
+        drop_pending(s, 0);
         continue;
       }
       size_t limit = opts_.transport.max_frame_bytes - 1024;
@@ -851,7 +855,7 @@ class MemberRuntime {
         i = j;
       }
       if (s.failed) {
-        s.pending.clear();
+        drop_pending(s, i);  // never sent
       } else {
         s.pending.erase(s.pending.begin(), s.pending.begin() + static_cast<long>(i));
       }

@@ -469,7 +469,6 @@ struct ClusterTraits {
 template <typename Tag>
 struct ClusterTraits<Cluster<Tag>> {
   static constexpr bool kIsCluster = true;
-  using Id = MemberId<Tag>;
 };
 template <typename L>
 inline constexpr bool kIsCluster = ClusterTraits<L>::kIsCluster;
@@ -1055,12 +1054,6 @@ class Stream : public detail::Handle<L> {
   }
 
  protected:
-  template <typename, typename, typename, typename, typename, typename>
-  friend class FusedStream;
-  static constexpr detail::Emit kEmitOf = kEmit;
-  static constexpr bool kTotalOrder = kTotal;
-  static constexpr bool kExactlyOnce = kOnce;
-
   detail::Chain<T, detail::IdK, false> identity_chain() const { return {node_, {}, ""}; }
 
   static void require_fold() {

@@ -44,7 +44,7 @@ struct RunOptions {
   bool verbose = false;
   bool stats = false;
   std::string stats_json;  // a directory: each member writes stats-<location>-<member>.json there
-  bool help = false;  // --sluice-help: print run_options_help() and exit
+  bool help = false;       // --sluice-help: print run_options_help() and exit
 };
 
 // Parses and removes every argv entry that starts with "--sluice-" (as "--sluice-x=v" or
