@@ -102,15 +102,33 @@ struct EdgeStat {
   uint64_t frames = 0, elements = 0, bytes = 0, dropped = 0;
 };
 
+constexpr uint32_t kNoRank = UINT32_MAX;  // a member id nobody here has heard of
+constexpr size_t kNoSend = SIZE_MAX;      // a member id a network edge has no output for
+
 // What a membership source sees of a cluster: every member present at start joins at the first
-// poll; a member the transport reports lost (heartbeats, endpoint errors, the launcher's exit
-// report) leaves, once. Polled by the member's runtime thread only.
+// poll, a member added to the running job joins at the poll after the runtime admitted it; a
+// member the transport reports lost (heartbeats, endpoint errors, the launcher's exit report)
+// leaves, once. A member that ended before this one joined never appears. Polled by the member's
+// runtime thread only.
 class MembershipTracker final : public ir::MembershipFeed {
  public:
-  MembershipTracker(std::vector<uint32_t> ranks, const Node* node)
-      : ranks_(std::move(ranks)), node_(node), state_(ranks_.size(), kUnseen) {}
+  // `ranks` by member id (kNoRank: an id nobody here has heard of).
+  MembershipTracker(uint32_t location, std::vector<uint32_t> ranks, const Node* node)
+      : location_(location),
+        ranks_(std::move(ranks)),
+        node_(node),
+        state_(ranks_.size(), kUnseen) {}
+  uint32_t location() const { return location_; }
+  void add(uint32_t member, uint32_t rank) {
+    if (member >= ranks_.size()) {
+      ranks_.resize(member + 1, kNoRank);
+      state_.resize(member + 1, kUnseen);
+    }
+    ranks_[member] = rank;
+  }
   void poll(std::vector<std::pair<uint32_t, bool>>& events) override {
     for (uint32_t m = 0; m < ranks_.size(); ++m) {
+      if (ranks_[m] == kNoRank) continue;
       bool lost = node_ != nullptr && ranks_[m] != node_->rank() && node_->peer_lost(ranks_[m]);
       if (state_[m] == kUnseen && !lost) {
         state_[m] = kJoined;
@@ -124,6 +142,7 @@ class MembershipTracker final : public ir::MembershipFeed {
 
  private:
   enum State : uint8_t { kUnseen, kJoined, kLeft };
+  uint32_t location_;
   std::vector<uint32_t> ranks_;
   const Node* node_;
   std::vector<State> state_;
@@ -140,11 +159,13 @@ class MembershipTracker final : public ir::MembershipFeed {
 class MemberRuntime {
  public:
   // `node` is null when the flow has no network edge (nothing to connect: no transport at all).
-  MemberRuntime(const ir::Graph& g, const Layout& layout, uint32_t rank, Node* node,
-                const RunOptions& opts)
-      : g_(g), layout_(layout), rank_(rank), node_(node), opts_(opts) {
-    auto ref = layout.member_of(rank);
-    name_ = ref.to_string();
+  // `roster`: who every rank of the job is, as this member starts (members that ended before it
+  // joined marked gone); it grows as members join.
+  MemberRuntime(const ir::Graph& g, std::vector<transport::PeerInfo> roster, uint32_t rank,
+                Node* node, const RunOptions& opts)
+      : g_(g), roster_(std::move(roster)), rank_(rank), node_(node), opts_(opts) {
+    const auto& ref = roster_.at(rank);
+    name_ = ref.location + "/" + std::to_string(ref.member);
     for (const auto& loc : g.locations()) {
       if (loc.name == ref.location) location_ = loc.id;
     }
@@ -152,19 +173,25 @@ class MemberRuntime {
     batch_ = 1;  // grows each tick towards opts.batch while output stays under tick_bytes
   }
 
-  // Declares this member's channels on the node (before connect).
-  // Every member of the sending location has a channel to every member of the receiving one.
+  // Declares this member's channels on the node (before connect), and those a member that joins
+  // later gets. Every member of the sending location has a channel to every member of the
+  // receiving one.
   void declare_channels() {
+    std::map<uint32_t, std::pair<std::vector<uint32_t>, std::vector<uint32_t>>> joiners;
     for (const auto& n : g_.nodes()) {
       if (n.kind != ir::NodeKind::kNetwork) continue;
-      auto srcs = ranks_of(n.location);
-      auto dsts = ranks_of(n.to_location);
-      for (uint32_t src : srcs) {
-        for (uint32_t dst : dsts) {
+      if (n.to_location == location_) joiners[n.location].first.push_back(n.edge);
+      if (n.location == location_) joiners[n.to_location].second.push_back(n.edge);
+      for (uint32_t src : ranks_of(n.location)) {
+        for (uint32_t dst : ranks_of(n.to_location)) {
+          if (src == kNoRank || dst == kNoRank) continue;
           if (src == rank_) node_->declare_output(n.edge, dst);
           if (dst == rank_) node_->expect_input(n.edge, src);
         }
       }
+    }
+    for (auto& [loc, edges] : joiners) {
+      node_->accept_joiners(g_.location(loc).name, std::move(edges.first), std::move(edges.second));
     }
   }
 
@@ -206,6 +233,9 @@ class MemberRuntime {
 
   const std::string& name() const { return name_; }
 
+  // Who every rank is, members that joined included (after run(): for the stats).
+  const std::vector<transport::PeerInfo>& roster() const { return roster_; }
+
   // What each network edge moved here, per peer (after run()).
   std::vector<EdgeStat> edge_stats() const {
     std::vector<EdgeStat> out;
@@ -213,9 +243,7 @@ class MemberRuntime {
       out.push_back({s.edge, true, s.dst, s.frames, s.elements, s.bytes, s.dropped});
     }
     for (const auto& [id, net] : nets_) {
-      if (net.dropped != 0) {
-        out.push_back({sends_[net.first].edge, true, UINT32_MAX, 0, 0, 0, net.dropped});
-      }
+      if (net.dropped != 0) out.push_back({net.edge, true, UINT32_MAX, 0, 0, 0, net.dropped});
     }
     for (const auto& r : recvs_) {
       for (const auto& [src, st] : r.from) {
@@ -249,14 +277,17 @@ class MemberRuntime {
     const ir::EdgeCodec* codec;
     std::map<uint32_t, EdgeStat> from;  // by sending rank
   };
-  // A network edge leaving this member: its outputs are sends_[first .. first + count), one per
-  // destination member.
+  // A network edge leaving this member: one output (an index into sends_) per destination
+  // member id; kNoSend for an id it has none for (never heard of, or ended before this member
+  // joined). Members that join get theirs appended.
   struct Net {
-    size_t first;
-    size_t count;
+    uint32_t edge;
+    const ir::EdgeCodec* codec;
     ir::Route route;
-    uint64_t next;     // round_robin: the index in the stream of the next element
-    uint64_t dropped;  // elements naming no member of the cluster (demux)
+    std::vector<size_t> outs;
+    std::vector<size_t> sources;  // indices into sources_ that feed it
+    uint64_t next = 0;            // round_robin: the index in the stream of the next element
+    uint64_t dropped = 0;         // elements naming no member of the cluster (demux)
   };
   struct Send {
     uint32_t edge;
@@ -321,7 +352,8 @@ class MemberRuntime {
         case ir::NodeKind::kSource:
           if (!here) break;
           if (n.members_of != UINT32_MAX) {
-            feeds_.push_back(std::make_unique<MembershipTracker>(ranks_of(n.members_of), node_));
+            feeds_.push_back(
+                std::make_unique<MembershipTracker>(n.members_of, ranks_of(n.members_of), node_));
             sources_.push_back(
                 {n.make_membership(feeds_.back().get()), n.id, false, {}, false, true});
           } else {
@@ -342,9 +374,13 @@ class MemberRuntime {
         case ir::NodeKind::kNetwork:
           if (here) {
             // One output per destination member, in member order.
-            auto dsts = ranks_of(n.to_location);
-            nets_[n.id] = Net{sends_.size(), dsts.size(), n.route, 0, 0};
-            for (uint32_t dst : dsts) {
+            Net& net = nets_[n.id] = Net{n.edge, &n.codec, n.route, {}, {}};
+            for (uint32_t dst : ranks_of(n.to_location)) {
+              if (dst == kNoRank || roster_[dst].gone) {
+                net.outs.push_back(kNoSend);
+                continue;
+              }
+              net.outs.push_back(sends_.size());
               sends_.push_back(Send{n.edge, dst, n.id, n.inputs.at(0), &n.codec, {}});
             }
           }
@@ -441,19 +477,54 @@ class MemberRuntime {
     s.pending.clear();
   }
 
-  // The ranks of every member of a location, in member order.
+  // The rank of every member of a location by member id (kNoRank for an id nobody here heard
+  // of: a late member that died before it registered).
   std::vector<uint32_t> ranks_of(uint32_t location) const {
     const auto& name = g_.location(location).name;
-    uint32_t first = *layout_.first_rank(name);
-    std::vector<uint32_t> out(*layout_.count_of(name));
-    for (uint32_t m = 0; m < out.size(); ++m) out[m] = first + m;
+    std::vector<uint32_t> out;
+    for (uint32_t r = 0; r < roster_.size(); ++r) {
+      if (roster_[r].location != name) continue;
+      if (roster_[r].member >= out.size()) out.resize(roster_[r].member + 1, kNoRank);
+      out[roster_[r].member] = r;
+    }
     return out;
   }
 
-  // Whether destination `m` of a network edge is present: not lost, its channel still open.
+  std::string member_name(uint32_t rank) const {
+    return roster_[rank].location + "/" + std::to_string(roster_[rank].member);
+  }
+
+  // Whether destination member `m` of a network edge is present: known, not lost, its channel
+  // still open.
   bool present(const Net& net, size_t m) const {
-    const Send& s = sends_[net.first + m];
+    if (net.outs[m] == kNoSend) return false;
+    const Send& s = sends_[net.outs[m]];
     return !s.failed && !s.closed;  // route() marks a lost destination failed first
+  }
+
+  // A member joined the running job: from this tick on, every edge into its location has an
+  // output to it (broadcast includes it, round_robin deals to it) and membership sources see it
+  // join.
+  void admit(const transport::PeerInfo& p) {
+    if (p.rank >= roster_.size()) roster_.resize(p.rank + 1);
+    roster_[p.rank] = p;
+    std::optional<uint32_t> loc;
+    for (const auto& l : g_.locations()) {
+      if (l.name == p.location) loc = l.id;
+    }
+    if (!loc) return;
+    for (auto& [id, net] : nets_) {
+      if (g_.nodes()[id].to_location != *loc) continue;
+      const size_t k = sends_.size();
+      sends_.push_back(Send{net.edge, p.rank, id, g_.nodes()[id].inputs.at(0), net.codec, {}});
+      if (net.outs.size() <= p.member) net.outs.resize(p.member + 1, kNoSend);
+      net.outs[p.member] = k;
+      for (size_t src : net.sources) sources_[src].sends.push_back(k);
+    }
+    for (auto& f : feeds_) {
+      if (f->location() == *loc) f->add(p.member, p.rank);
+    }
+    SLUICE_LOG_INFO("%s: %s joined (rank %u)", name_.c_str(), member_name(p.rank).c_str(), p.rank);
   }
 
   // A network edge's share of a tick: each batch goes to its destinations' pending lists (sent at
@@ -462,36 +533,44 @@ class MemberRuntime {
   void route(Net& net, const ir::Chunks& in, bool done) {
     // A destination the transport reports lost ends its channel here (what was sent is a
     // prefix); a source whose every output ended stops (abandon_if_useless).
-    for (size_t m = 0; m < net.count; ++m) {
-      Send& s = sends_[net.first + m];
+    for (size_t k : net.outs) {
+      if (k == kNoSend) continue;
+      Send& s = sends_[k];
       if (!s.failed && node_ != nullptr && node_->peer_lost(s.dst)) {
         s.failed = true;
         drop_pending(s, 0);
         SLUICE_LOG_ERROR("edge %u: %s is lost; this channel stops here", s.edge,
-                         layout_.member_of(s.dst).to_string().c_str());
+                         member_name(s.dst).c_str());
       }
     }
     auto to = [&](size_t m, const ir::AnyBatch& b) {
       if (b == nullptr || b->size() == 0) return;
-      Send& s = sends_[net.first + m];
+      if (net.outs[m] == kNoSend) {
+        net.dropped += b->size();  // a member id nobody here has an output for
+        return;
+      }
+      Send& s = sends_[net.outs[m]];
       if (present(net, m)) {
         s.pending.push_back(b);
       } else {
         s.dropped += b->size();
       }
     };
+    const size_t count = net.outs.size();
     for (const auto& b : in) {
       if (b->size() == 0) continue;
       switch (net.route) {
         case ir::Route::kOne:
         case ir::Route::kBroadcast:  // the same batch (encoded once at flush) to every member
-          for (size_t m = 0; m < net.count; ++m) to(m, b);
+          for (size_t m = 0; m < count; ++m) {
+            if (net.outs[m] != kNoSend) to(m, b);
+          }
           break;
         case ir::Route::kDemux: {
-          std::vector<ir::AnyBatch> per(net.count);
-          sends_[net.first].codec->split(*b, per);
+          std::vector<ir::AnyBatch> per(count);
+          net.codec->split(*b, per);
           size_t placed = 0;
-          for (size_t m = 0; m < net.count; ++m) {
+          for (size_t m = 0; m < count; ++m) {
             if (per[m] == nullptr) continue;
             placed += per[m]->size();
             to(m, per[m]);
@@ -502,7 +581,7 @@ class MemberRuntime {
         case ir::Route::kRoundRobin: {
           // Element i of the stream to members[i % n] of those present now.
           std::vector<size_t> members;
-          for (size_t m = 0; m < net.count; ++m) {
+          for (size_t m = 0; m < count; ++m) {
             if (present(net, m)) members.push_back(m);
           }
           if (members.empty()) {  // nobody to deal to: dropped (and counted), not held
@@ -512,19 +591,27 @@ class MemberRuntime {
           size_t n = members.size();
           for (size_t j = 0; j < n; ++j) {
             size_t first = (j + n - net.next % n) % n;
-            to(members[j], sends_[net.first].codec->stride(*b, first, n));
+            to(members[j], net.codec->stride(*b, first, n));
           }
           net.next += b->size();
           break;
         }
       }
     }
-    for (size_t m = 0; m < net.count; ++m) sends_[net.first + m].done = done;
+    for (size_t k : net.outs) {
+      if (k != kNoSend) sends_[k].done = done;
+    }
   }
 
   // Fills the roots of a tick: source batches, received frames. True if anything happened.
   bool pull_roots(size_t& pulled) {
     bool work = false;
+    if (node_ != nullptr) {
+      for (const auto& p : node_->take_joined()) {
+        admit(p);
+        work = true;  // a tick routes to it (and closes its channels if their input is done)
+      }
+    }
     for (auto& s : sources_) {
       Slot& slot = slots_[s.ir_node];
       slot.out.clear();
@@ -566,7 +653,7 @@ class MemberRuntime {
         st.elements += f.count();
         st.bytes += f.elements().size();
         // Keyed by sender: (MemberId<sender>, element) pairs.
-        if (r.codec->tag) *b = r.codec->tag(*b, layout_.member_of(f.src()).member);
+        if (r.codec->tag) *b = r.codec->tag(*b, roster_[f.src()].member);
         slot.out.push_back(std::move(*b));
         work = true;
       }
@@ -639,11 +726,15 @@ class MemberRuntime {
         for (uint32_t in : g_.nodes()[id].inputs) stack.push_back(in);
       }
     };
-    for (size_t k = 0; k < sends_.size(); ++k) {
-      walk_up(sends_[k].ir_node, [&](uint32_t id) {
-        if (auto it = source_of.find(id); it != source_of.end())
-          sources_[it->second].sends.push_back(k);
+    for (auto& [net_id, net] : nets_) {
+      walk_up(net_id, [&](uint32_t id) {
+        if (auto it = source_of.find(id); it != source_of.end()) net.sources.push_back(it->second);
       });
+      for (size_t src : net.sources) {
+        for (size_t k : net.outs) {
+          if (k != kNoSend) sources_[src].sends.push_back(k);
+        }
+      }
     }
     for (const auto& n : g_.nodes()) {
       if (!n.sink || n.location != location_) continue;
@@ -875,7 +966,7 @@ class MemberRuntime {
   }
 
   const ir::Graph& g_;
-  const Layout& layout_;
+  std::vector<transport::PeerInfo> roster_;  // by rank
   uint32_t rank_;
   Node* node_;
   const RunOptions& opts_;
@@ -900,7 +991,7 @@ class MemberRuntime {
   std::vector<Recv> recvs_;
   std::vector<Send> sends_;
   std::map<uint32_t, Net> nets_;  // IR node id -> its outputs
-  std::vector<std::unique_ptr<ir::MembershipFeed>> feeds_;
+  std::vector<std::unique_ptr<MembershipTracker>> feeds_;
   std::vector<Held> helds_;
   std::vector<transport::RxFrame> rx_;
 };
@@ -912,7 +1003,26 @@ std::string random_job_id() {
   return buf;
 }
 
-void print_stats(const std::string& who, const Node& node, const Layout& layout,
+// "location/member" of a rank; "rank N" for one this member never heard of.
+std::string rank_name(const std::vector<transport::PeerInfo>& roster, uint32_t rank) {
+  if (rank >= roster.size() || roster[rank].location.empty()) return "rank " + std::to_string(rank);
+  return roster[rank].location + "/" + std::to_string(roster[rank].member);
+}
+
+// Who every rank of a job started from `layout` is.
+std::vector<transport::PeerInfo> roster_of(const Layout& layout) {
+  std::vector<transport::PeerInfo> out(layout.size());
+  for (uint32_t r = 0; r < layout.size(); ++r) {
+    auto ref = layout.member_of(r);
+    out[r].rank = r;
+    out[r].location = ref.location;
+    out[r].member = ref.member;
+  }
+  return out;
+}
+
+void print_stats(const std::string& who, const Node& node,
+                 const std::vector<transport::PeerInfo>& roster,
                  const std::vector<EdgeStat>& edges) {
   auto st = node.stats();
   std::fprintf(stderr, "sluice stats [%s]\n  %-14s %10s %14s %10s %14s %8s %10s %s\n", who.c_str(),
@@ -922,7 +1032,7 @@ void print_stats(const std::string& who, const Node& node, const Layout& layout,
     if (r == node.rank()) continue;
     const auto& p = st[r];
     std::fprintf(stderr, "  %-14s %10llu %14llu %10llu %14llu %8llu %10.1f %s%s\n",
-                 layout.member_of(r).to_string().c_str(), (unsigned long long)p.frames_sent,
+                 rank_name(roster, r).c_str(), (unsigned long long)p.frames_sent,
                  (unsigned long long)p.bytes_sent, (unsigned long long)p.frames_received,
                  (unsigned long long)p.bytes_received, (unsigned long long)p.frames_rejected,
                  static_cast<double>(p.blocked_ns) / 1e6, p.lanes.empty() ? "-" : p.lanes.c_str(),
@@ -931,7 +1041,7 @@ void print_stats(const std::string& who, const Node& node, const Layout& layout,
   std::fprintf(stderr, "  %-6s %-3s %-14s %10s %14s %14s %10s\n", "edge", "dir", "peer", "frames",
                "elements", "bytes", "dropped");
   for (const auto& e : edges) {
-    std::string peer = e.peer == UINT32_MAX ? "(no member)" : layout.member_of(e.peer).to_string();
+    std::string peer = e.peer == UINT32_MAX ? "(no member)" : rank_name(roster, e.peer);
     std::fprintf(stderr, "  %-6u %-3s %-14s %10llu %14llu %14llu %10llu\n", e.edge,
                  e.tx ? "tx" : "rx", peer.c_str(), (unsigned long long)e.frames,
                  (unsigned long long)e.elements, (unsigned long long)e.bytes,
@@ -941,7 +1051,8 @@ void print_stats(const std::string& who, const Node& node, const Layout& layout,
 
 // The same counters as JSON, one file per member: DIR/stats-<location>-<member>.json.
 void write_stats_json(const std::string& dir, const std::string& who, const Node* node,
-                      const Layout& layout, const std::vector<EdgeStat>& edges) {
+                      const std::vector<transport::PeerInfo>& roster,
+                      const std::vector<EdgeStat>& edges) {
   std::string file = who;
   for (char& c : file) {
     if (c == '/') c = '-';
@@ -963,7 +1074,7 @@ void write_stats_json(const std::string& dir, const std::string& who, const Node
                    "%s\n  {\"peer\": \"%s\", \"frames_tx\": %llu, \"bytes_tx\": %llu, "
                    "\"frames_rx\": %llu, \"bytes_rx\": %llu, \"rejected\": %llu, "
                    "\"blocked_ms\": %.3f, \"lanes\": \"%s\", \"lost\": %s}",
-                   first ? "" : ",", layout.member_of(r).to_string().c_str(),
+                   first ? "" : ",", rank_name(roster, r).c_str(),
                    (unsigned long long)p.frames_sent, (unsigned long long)p.bytes_sent,
                    (unsigned long long)p.frames_received, (unsigned long long)p.bytes_received,
                    (unsigned long long)p.frames_rejected, static_cast<double>(p.blocked_ns) / 1e6,
@@ -974,7 +1085,7 @@ void write_stats_json(const std::string& dir, const std::string& who, const Node
   std::fprintf(f, "],\n \"edges\": [");
   for (size_t i = 0; i < edges.size(); ++i) {
     const auto& e = edges[i];
-    std::string peer = e.peer == UINT32_MAX ? "" : layout.member_of(e.peer).to_string();
+    std::string peer = e.peer == UINT32_MAX ? "" : rank_name(roster, e.peer);
     std::fprintf(f,
                  "%s\n  {\"edge\": %u, \"dir\": \"%s\", \"peer\": \"%s\", \"frames\": %llu, "
                  "\"elements\": %llu, \"bytes\": %llu, \"dropped\": %llu}",
@@ -1045,7 +1156,7 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
   for (uint32_t r = 0; r < layout.size(); ++r) {
     auto ref = layout.member_of(r);
     if (!networked) {
-      members.push_back(std::make_unique<MemberRuntime>(g, layout, r, nullptr, opts));
+      members.push_back(std::make_unique<MemberRuntime>(g, roster_of(layout), r, nullptr, opts));
       continue;
     }
     auto topts = opts.transport;
@@ -1056,7 +1167,8 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
       return 2;
     }
     nodes.push_back(std::move(*node));
-    members.push_back(std::make_unique<MemberRuntime>(g, layout, r, nodes.back().get(), opts));
+    members.push_back(
+        std::make_unique<MemberRuntime>(g, roster_of(layout), r, nodes.back().get(), opts));
     members.back()->declare_channels();
     transport::PeerInfo p;
     p.rank = r;
@@ -1093,9 +1205,9 @@ int run_embedded(const ir::Graph& g, const RunOptions& opts) {
   for (uint32_t r = 0; r < members.size(); ++r) {
     Node* n = networked ? nodes[r].get() : nullptr;
     auto edges = members[r]->edge_stats();
-    if (opts.stats && n != nullptr) print_stats(n->name(), *n, layout, edges);
+    if (opts.stats && n != nullptr) print_stats(n->name(), *n, members[r]->roster(), edges);
     if (!opts.stats_json.empty()) {
-      write_stats_json(opts.stats_json, members[r]->name(), n, layout, edges);
+      write_stats_json(opts.stats_json, members[r]->name(), n, members[r]->roster(), edges);
     }
   }
   members.clear();
@@ -1113,8 +1225,10 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
     SLUICE_LOG_ERROR("%s", s.error().c_str());
     return 2;
   }
-  // All members of a sluice-run job share this host: the rank is the local index.
-  auto place = detail::MemberPlacement::create(opts.bind, env->rank, env->layout.size());
+  // All members of a sluice-run job share this host: the rank is the local index (a late
+  // member's rank lies past the layout).
+  const uint32_t ranks = std::max(env->layout.size(), env->rank + 1);
+  auto place = detail::MemberPlacement::create(opts.bind, env->rank, ranks);
   if (!place) {
     SLUICE_LOG_ERROR("%s", place.error().c_str());
     return 2;
@@ -1122,14 +1236,12 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
   SLUICE_LOG_INFO("%s", (*place)->describe().c_str());
   auto topts = opts.transport;
   topts.cpu_share = (*place)->share();
-  auto node = Node::create(topts, env->rank, env->layout.size(), env->job_id,
+  auto node = Node::create(topts, env->rank, ranks, env->job_id,
                            env->location + "/" + std::to_string(env->member));
   if (!node) {
     SLUICE_LOG_ERROR("%s", node.error().c_str());
     return 2;
   }
-  MemberRuntime member(g, env->layout, env->rank, node->get(), opts);
-  member.declare_channels();
   transport::PeerInfo self;
   self.rank = env->rank;
   self.location = env->location;
@@ -1146,15 +1258,21 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
   }
   transport::LauncherSession* sess = session->get();
   Node* n = node->get();
-  n->watch_fd(sess->fd(), [sess, n, &layout = env->layout]() {
-    auto exits = sess->poll_exits();
-    if (!exits) return false;  // the launcher closed the connection; heartbeats remain
-    for (const auto& e : *exits) {
+  MemberRuntime member(g, sess->peers(), env->rank, n, opts);
+  member.declare_channels();
+  // The launcher's reports, on the progress thread: members that joined get endpoints and
+  // channels; members that failed are lost at once (no need to wait for heartbeats).
+  n->watch_fd(sess->fd(), [sess, n]() {
+    auto events = sess->poll();
+    if (!events) return false;  // the launcher closed the connection; heartbeats remain
+    for (const auto& p : events->joined) n->add_peer(p);
+    for (const auto& e : events->exits) {
       std::string how = e.signal != 0 ? "was killed by signal " + std::to_string(e.signal)
                                       : "exited with status " + std::to_string(e.status);
       if (e.signal != 0 || e.status != 0) {
-        n->mark_peer_lost(e.rank, "the launcher reports that " +
-                                      layout.member_of(e.rank).to_string() + " " + how);
+        const auto& p = sess->peers()[e.rank];
+        n->mark_peer_lost(e.rank, "the launcher reports that " + p.location + "/" +
+                                      std::to_string(p.member) + " " + how);
       }
     }
     return true;
@@ -1163,12 +1281,15 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
     SLUICE_LOG_ERROR("%s", s.error().c_str());
     return 2;
   }
+  // A late member sends nothing before every peer has heard of it (a frame from a rank it does
+  // not know would be refused).
+  if (env->joined) n->await_greetings(std::chrono::milliseconds(opts.transport.peer_timeout_ms));
   bool ok = (*place)->execute([&member] { return member.run(); });
   n->shutdown();
   auto edges = member.edge_stats();
-  if (opts.stats) print_stats(member.name(), *n, env->layout, edges);
+  if (opts.stats) print_stats(member.name(), *n, member.roster(), edges);
   if (!opts.stats_json.empty())
-    write_stats_json(opts.stats_json, member.name(), n, env->layout, edges);
+    write_stats_json(opts.stats_json, member.name(), n, member.roster(), edges);
   return ok ? 0 : 1;
 }
 

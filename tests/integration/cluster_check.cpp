@@ -10,8 +10,14 @@
 //   --mode rr          the same with round_robin: each worker checks its elements increase
 //   --victim K --ready-after E --ready-file F: worker K writes its pid to F after E elements
 //   --sleep-us U --slow K: worker K sleeps U microseconds every 10000 elements (a slow consumer);
-//   the
-//                      leader prints its peak resident memory at the end ("leader: peak_rss_kb=")
+//                      the leader prints its peak resident memory at the end
+//                      ("leader: peak_rss_kb=")
+//   --until-join K --tail T  (broadcast, rr) instead of --count: the leader streams 0, 1, 2, ...
+//                      until it sees member K of workers join (sluice-run --join), then T more;
+//                      workers print "first=F last=L sum=S" too, and a late member's stream may
+//                      start anywhere (it joined mid-stream) but must then be contiguous
+//                      (broadcast) or increasing (rr)
+//   --progress-file F  worker 0 writes F once it has received 100000 elements (and goes on)
 #include <unistd.h>
 
 #include <chrono>
@@ -47,9 +53,10 @@ long peak_rss_kb() {
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  std::string mode = "seed", ready_file;
+  std::string mode = "seed", ready_file, progress_file;
   int64_t count = 1000, ready_after = -1;
-  uint32_t victim = UINT32_MAX, slow = UINT32_MAX;
+  uint32_t victim = UINT32_MAX, slow = UINT32_MAX, until_join = UINT32_MAX;
+  int64_t tail = 0;
   int sleep_us = 0;
   for (int i = 1; i + 1 < argc; ++i) {
     std::string a = argv[i];
@@ -60,6 +67,9 @@ int main(int argc, char** argv) {
     if (a == "--ready-file") ready_file = argv[i + 1];
     if (a == "--slow") slow = static_cast<uint32_t>(std::atoi(argv[i + 1]));
     if (a == "--sleep-us") sleep_us = std::atoi(argv[i + 1]);
+    if (a == "--until-join") until_join = static_cast<uint32_t>(std::atoi(argv[i + 1]));
+    if (a == "--tail") tail = std::strtoll(argv[i + 1], nullptr, 10);
+    if (a == "--progress-file") progress_file = argv[i + 1];
   }
   FlowBuilder flow;
   if (mode == "seed") {
@@ -155,29 +165,53 @@ int main(int argc, char** argv) {
 
   auto leader = flow.process<Leader>("leader");
   auto workers = flow.cluster<Workers>("workers");
+  // --until-join: the stream ends `tail` elements after the leader saw member `until_join` join.
+  static int64_t latest = 0, stop_at = INT64_MAX;
   leader.source_cluster_members(workers)
       .entries()
       .assume_ordering<TotalOrder>(nondet("printed as they come"))
-      .for_each([](const std::pair<MemberId<Workers>, MembershipEvent>& e) {
+      .for_each([until_join, tail](const std::pair<MemberId<Workers>, MembershipEvent>& e) {
         std::printf("leader: %s %s\n", to_string(e.first).c_str(), to_string(e.second));
+        if (e.first.raw() == until_join && e.second == MembershipEvent::Joined) {
+          stop_at = latest + tail;
+        }
       });
-  auto numbers = leader.source_iter(std::views::iota(int64_t{0}, count));
-  auto on_workers = mode == "rr" ? numbers.round_robin(workers, nondet("test: membership changes"))
-                                 : numbers.broadcast(workers, nondet("test: membership changes"));
+  auto on_workers = [&] {
+    if (until_join != UINT32_MAX) {
+      auto numbers =
+          leader.source_iter(std::views::iota(int64_t{0}) | std::views::take_while([](int64_t x) {
+                               latest = x;
+                               return x < stop_at;
+                             }));
+      return mode == "rr" ? numbers.round_robin(workers, nondet("test: membership changes"))
+                          : numbers.broadcast(workers, nondet("test: membership changes"));
+    }
+    auto numbers = leader.source_iter(std::views::iota(int64_t{0}, count));
+    return mode == "rr" ? numbers.round_robin(workers, nondet("test: membership changes"))
+                        : numbers.broadcast(workers, nondet("test: membership changes"));
+  }();
   // One process per member: plain globals are this member's state.
-  static int64_t seen = 0, last = -1;
+  static int64_t seen = 0, last = -1, first = -1, sum = 0;
+  static const bool late = std::getenv("SLUICE_JOINED") != nullptr;
   static bool ok = true;
   static std::string problem;
   static uint32_t me = UINT32_MAX;
   on_workers.for_each([&](int64_t x) {
     me = workers.self_id().raw();
-    bool in_order = mode == "rr" ? x > last : x == last + 1;
+    // A late member's stream starts wherever the leader was when it joined.
+    bool in_order = mode == "rr" ? x > last : (x == last + 1 || (late && seen == 0));
+    if (seen == 0) first = x;
+    sum += x;
     if (!in_order && ok) {
       ok = false;
       problem = "got " + std::to_string(x) + " after " + std::to_string(last);
     }
     last = x;
     ++seen;
+    if (me == 0 && seen == 100000 && !progress_file.empty()) {
+      std::ofstream(progress_file + ".tmp") << seen << "\n";
+      std::rename((progress_file + ".tmp").c_str(), progress_file.c_str());
+    }
     if (me == victim && seen == ready_after && !ready_file.empty()) {
       std::ofstream(ready_file + ".tmp") << getpid() << "\n";
       std::rename((ready_file + ".tmp").c_str(), ready_file.c_str());
@@ -194,6 +228,10 @@ int main(int argc, char** argv) {
     const char* m = std::getenv("SLUICE_MEMBER");
     std::printf("worker %s: %s count=%" PRId64 "%s\n", m ? m : "?", ok ? "OK" : "BAD", seen,
                 ok ? "" : (" (" + problem + ")").c_str());
+    if (until_join != UINT32_MAX) {
+      std::printf("worker %s: first=%" PRId64 " last=%" PRId64 " sum=%" PRId64 "\n", m ? m : "?",
+                  first, last, sum);
+    }
   } else {
     std::printf("leader: peak_rss_kb=%ld exit=%d\n", peak_rss_kb(), rc);
   }

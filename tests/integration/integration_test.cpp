@@ -5,8 +5,10 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -469,6 +471,161 @@ TEST_P(Transport, SlowWorkerUnderBroadcastKeepsTheLeaderBoundedAndLosesNothing) 
   ASSERT_NE(at, std::string::npos) << r.describe();
   long rss_kb = std::stol(r.out.substr(at + 20));
   EXPECT_LT(rss_kb, 128 * 1024) << "leader peak RSS " << rss_kb << " KiB\n" << r.describe();
+}
+
+// A leader streams 0, 1, 2, ... to 2 workers until a third one, started into the running job by
+// `sluice-run --join`, has joined; then a tail more. Returns the job's and the join's results.
+struct JoinRun {
+  ProcessResult job;
+  ProcessResult join;
+  bool job_file_left = false;
+};
+JoinRun join_mid_stream(const std::string& transport, const std::string& mode, TempDir& dir) {
+  SubprocessOptions opts;
+  opts.timeout_ms = 120000;
+  const std::string job_file = dir.file("job");
+  auto job = Subprocess::start({SLUICE_RUN_PATH,
+                                "--job-file",
+                                job_file,
+                                "--timeout-s",
+                                "90",
+                                "-n",
+                                "leader=1",
+                                "-n",
+                                "workers=2",
+                                "--",
+                                CLUSTER_CHECK_PATH,
+                                "--mode",
+                                mode,
+                                "--until-join",
+                                "2",
+                                "--tail",
+                                "200000",
+                                "--progress-file",
+                                dir.file("flowing"),
+                                "--sluice-transport=" + transport},
+                               opts);
+  // Joins mid-stream: once worker 0 has 100000 elements.
+  bool flowing = wait_until([&] { return !read_file(dir.file("flowing")).empty(); }, 60000);
+  EXPECT_TRUE(flowing) << "the stream never reached worker 0";
+  JoinRun r;
+  r.join = run_command({SLUICE_RUN_PATH, "--join", job_file, "--add", "workers"});
+  r.job = job.wait();
+  r.job_file_left = std::ifstream(job_file).good();
+  return r;
+}
+
+// "worker K: first=F last=L sum=S" and "worker K: OK count=N" of each worker, by K.
+struct WorkerReport {
+  bool ok = false;
+  long long count = -1, first = -1, last = -1, sum = -1;
+};
+std::map<int, WorkerReport> worker_reports(const std::string& out) {
+  std::map<int, WorkerReport> reports;
+  for (const auto& line : split_lines(out)) {
+    int k = -1;
+    long long a = 0, b = 0, c = 0;
+    char ok[8] = {};
+    auto at = line.find("] worker ");
+    if (at == std::string::npos) continue;
+    const char* text = line.c_str() + at + 2;
+    if (std::sscanf(text, "worker %d: first=%lld last=%lld sum=%lld", &k, &a, &b, &c) == 4) {
+      reports[k].first = a;
+      reports[k].last = b;
+      reports[k].sum = c;
+    } else if (std::sscanf(text, "worker %d: %7s count=%lld", &k, ok, &a) == 3) {
+      reports[k].ok = std::string(ok) == "OK";
+      reports[k].count = a;
+    }
+  }
+  return reports;
+}
+
+TEST_P(Transport, JoinedWorkerGetsTheBroadcastFromItsJoinOn) {
+  auto before = shm_entries();
+  TempDir dir;
+  auto r = join_mid_stream(GetParam(), "broadcast", dir);
+  ASSERT_EQ(r.job.exit_code, 0) << r.job.describe();
+  EXPECT_EQ(r.join.exit_code, 0) << r.join.describe();
+  EXPECT_NE(r.join.out.find("added workers/2 (rank 3, pid "), std::string::npos)
+      << r.join.describe();
+  // The leader saw the new member join after the first two.
+  auto joined = lines_with_prefix(r.job.out, "[leader/0] leader: ");
+  joined.erase(std::remove_if(joined.begin(), joined.end(),
+                              [](const std::string& l) { return l.find("Joined") == l.npos; }),
+               joined.end());
+  EXPECT_EQ(joined,
+            (std::vector<std::string>{"MemberId<workers>(0) Joined", "MemberId<workers>(1) Joined",
+                                      "MemberId<workers>(2) Joined"}))
+      << r.job.describe();
+  auto w = worker_reports(r.job.out);
+  ASSERT_EQ(w.size(), 3u) << r.job.describe();
+  for (int k : {0, 1}) {  // everything, once and in order
+    EXPECT_TRUE(w[k].ok) << r.job.describe();
+    EXPECT_EQ(w[k].first, 0) << r.job.describe();
+    EXPECT_EQ(w[k].count, w[k].last + 1) << r.job.describe();
+    EXPECT_EQ(w[k].last, w[0].last) << r.job.describe();
+  }
+  // The late member: a contiguous suffix from the tick after its join to the very end.
+  EXPECT_TRUE(w[2].ok) << r.job.describe();
+  EXPECT_GT(w[2].first, 100000) << r.job.describe();  // it joined after worker 0 had that many
+  EXPECT_GE(w[2].count, 200000) << r.job.describe();
+  EXPECT_EQ(w[2].count, w[2].last - w[2].first + 1) << r.job.describe();
+  EXPECT_EQ(w[2].last, w[0].last) << r.job.describe();
+  EXPECT_FALSE(r.job_file_left) << "the job file outlived the job";
+  expect_no_shm_leftovers(before);
+}
+
+TEST_P(Transport, JoinedWorkerIsDealtRoundRobinFromItsJoinOn) {
+  auto before = shm_entries();
+  TempDir dir;
+  auto r = join_mid_stream(GetParam(), "rr", dir);
+  ASSERT_EQ(r.job.exit_code, 0) << r.job.describe();
+  EXPECT_EQ(r.join.exit_code, 0) << r.join.describe();
+  auto w = worker_reports(r.job.out);
+  ASSERT_EQ(w.size(), 3u) << r.job.describe();
+  long long total = 0, sum = 0, last = -1;
+  for (auto& [k, rep] : w) {
+    EXPECT_TRUE(rep.ok) << "worker " << k << " got its share out of order\n" << r.job.describe();
+    total += rep.count;
+    sum += rep.sum;
+    last = std::max(last, rep.last);
+  }
+  // Every element went to exactly one member, the late one included.
+  EXPECT_GT(w[2].count, 0) << r.job.describe();
+  EXPECT_GT(w[2].first, 100000) << r.job.describe();  // it joined after worker 0 had that many
+  EXPECT_EQ(total, last + 1) << r.job.describe();
+  EXPECT_EQ(sum, last * (last + 1) / 2) << r.job.describe();
+  expect_no_shm_leftovers(before);
+}
+
+TEST(Join, UnknownLocationIsRefusedAndTheJobGoesOn) {
+  TempDir dir;
+  const std::string job_file = dir.file("job");
+  auto job = Subprocess::start({SLUICE_RUN_PATH, "--job-file", job_file, "--timeout-s", "60", "-n",
+                                "leader=1", "-n", "workers=2", "--", CLUSTER_CHECK_PATH, "--mode",
+                                "broadcast", "--until-join", "2", "--tail", "1000"});
+  ASSERT_TRUE(wait_until([&] { return !read_file(job_file).empty(); }, 60000));
+  auto bad = run_command({SLUICE_RUN_PATH, "--join", job_file, "--add", "nowhere"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.describe();
+  EXPECT_NE(bad.err.find("'nowhere' is not a location of this job"), std::string::npos)
+      << bad.describe();
+  // The job still takes a good request, and ends normally with it.
+  auto good = run_command({SLUICE_RUN_PATH, "--join", job_file, "--add", "workers"});
+  EXPECT_EQ(good.exit_code, 0) << good.describe();
+  auto r = job.wait();
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+}
+
+TEST(Join, NoJobFileIsAClearError) {
+  TempDir dir;
+  auto r = run_command({SLUICE_RUN_PATH, "--join", dir.file("absent"), "--add", "workers"});
+  EXPECT_EQ(r.exit_code, 1) << r.describe();
+  EXPECT_NE(r.err.find("cannot open job file"), std::string::npos) << r.describe();
+  auto usage = run_command({SLUICE_RUN_PATH, "--join", dir.file("absent")});
+  EXPECT_EQ(usage.exit_code, 2) << usage.describe();
+  EXPECT_NE(usage.err.find("--join needs at least one --add NAME"), std::string::npos)
+      << usage.describe();
 }
 }  // namespace
 }  // namespace sluice::test

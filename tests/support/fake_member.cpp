@@ -158,9 +158,12 @@ int main(int argc, char** argv) {
     const int n = ::poll(&p, 1, deadline.remaining_ms());
     if (n == 0) fail("timed out waiting for MemberExited");
     if (n < 0) continue;
-    auto exits = (*session)->poll_exits();
-    if (!exits) fail(exits.error());
-    for (const auto& e : *exits) {
+    auto events = (*session)->poll();
+    if (!events) fail(events.error());
+    for (const auto& j : events->joined) {
+      std::printf("joined rank=%u %s/%u\n", j.rank, j.location.c_str(), j.member);
+    }
+    for (const auto& e : events->exits) {
       std::printf("exited rank=%u status=%d signal=%d\n", e.rank, e.status, e.signal);
       ++seen;
     }

@@ -5,6 +5,7 @@
 // without another source file in the library's build list.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -40,15 +41,24 @@ inline std::vector<uint8_t> encode_register(std::string_view token, const PeerIn
   return finish_message(fbb, wire::BootstrapBody::Register, body.Union());
 }
 
+inline flatbuffers::Offset<wire::Peer> encode_peer(flatbuffers::FlatBufferBuilder& fbb,
+                                                   const PeerInfo& p) {
+  return wire::CreatePeer(fbb, p.rank, fbb.CreateString(p.location), p.member, p.pid,
+                          fbb.CreateString(p.hostname), fbb.CreateVector(p.address), p.gone);
+}
+
+inline PeerInfo peer_from_wire(const wire::Peer& p) {
+  return PeerInfo{p.rank(), wire_string(p.location()), p.member(),
+                  p.pid(),  wire_string(p.hostname()), wire_bytes(p.worker_address()),
+                  p.gone()};
+}
+
 inline std::vector<uint8_t> encode_address_table(std::string_view job,
                                                  const std::vector<PeerInfo>& peers) {
   flatbuffers::FlatBufferBuilder fbb(1024);
   std::vector<flatbuffers::Offset<wire::Peer>> offsets;
   offsets.reserve(peers.size());
-  for (const PeerInfo& p : peers) {
-    offsets.push_back(wire::CreatePeer(fbb, p.rank, fbb.CreateString(p.location), p.member, p.pid,
-                                       fbb.CreateString(p.hostname), fbb.CreateVector(p.address)));
-  }
+  for (const PeerInfo& p : peers) offsets.push_back(encode_peer(fbb, p));
   const auto body = wire::CreateAddressTable(fbb, fbb.CreateString(job.data(), job.size()),
                                              fbb.CreateVector(offsets));
   return finish_message(fbb, wire::BootstrapBody::AddressTable, body.Union());
@@ -58,6 +68,26 @@ inline std::vector<uint8_t> encode_member_exited(uint32_t rank, int32_t status, 
   flatbuffers::FlatBufferBuilder fbb(64);
   const auto body = wire::CreateMemberExited(fbb, rank, status, signal);
   return finish_message(fbb, wire::BootstrapBody::MemberExited, body.Union());
+}
+
+inline std::vector<uint8_t> encode_add_member(std::string_view token, std::string_view location) {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  const auto body = wire::CreateAddMember(fbb, fbb.CreateString(token.data(), token.size()),
+                                          fbb.CreateString(location.data(), location.size()));
+  return finish_message(fbb, wire::BootstrapBody::AddMember, body.Union());
+}
+
+inline std::vector<uint8_t> encode_member_added(uint32_t rank, const MemberRef& ref, uint32_t pid) {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  const auto body =
+      wire::CreateMemberAdded(fbb, rank, fbb.CreateString(ref.location), ref.member, pid);
+  return finish_message(fbb, wire::BootstrapBody::MemberAdded, body.Union());
+}
+
+inline std::vector<uint8_t> encode_member_joined(const PeerInfo& peer) {
+  flatbuffers::FlatBufferBuilder fbb(256 + peer.address.size());
+  const auto body = wire::CreateMemberJoined(fbb, encode_peer(fbb, peer));
+  return finish_message(fbb, wire::BootstrapBody::MemberJoined, body.Union());
 }
 
 inline std::vector<uint8_t> encode_reject(std::string_view reason) {
@@ -88,14 +118,18 @@ inline Result<const wire::BootstrapMessage*> verify_bootstrap(std::span<const ui
 
 inline PeerInfo peer_from_register(const wire::Register& r) {
   return PeerInfo{r.rank(), wire_string(r.location()), r.member(),
-                  r.pid(),  wire_string(r.hostname()), wire_bytes(r.worker_address())};
+                  r.pid(),  wire_string(r.hostname()), wire_bytes(r.worker_address()),
+                  false};
 }
 
 // Decodes an address table and checks it against the job this member belongs to: its id, one
-// peer per rank in rank order, each where the layout puts it.
+// peer per rank in rank order, each where the layout puts it. A member of the starting layout
+// gets exactly the layout's ranks; a late member (`self_rank` past the layout) gets every rank up
+// to its own, the ones past the layout naming locations of it.
 inline Result<std::vector<PeerInfo>> decode_address_table(const wire::AddressTable& table,
                                                           const std::string& job_id,
-                                                          const Layout& layout) {
+                                                          const Layout& layout,
+                                                          uint32_t self_rank) {
   const std::string job = wire_string(table.job());
   if (job != job_id) {
     return make_error("expected an address table for job '" + job_id + "', got one for job '" +
@@ -103,22 +137,32 @@ inline Result<std::vector<PeerInfo>> decode_address_table(const wire::AddressTab
   }
   const auto* peers = table.peers();
   const uint32_t n = peers == nullptr ? 0 : peers->size();
-  if (n != layout.size()) {
-    return make_error("expected an address table of " + std::to_string(layout.size()) +
-                      " peers (layout '" + layout.to_string() + "'), got " + std::to_string(n));
+  const uint32_t want_n = std::max(layout.size(), self_rank + 1);
+  if (n != want_n) {
+    return make_error(
+        "expected an address table of " + std::to_string(want_n) + " peers (layout '" +
+        layout.to_string() + "'" +
+        (self_rank >= layout.size() ? ", up to rank " + std::to_string(self_rank) : std::string()) +
+        "), got " + std::to_string(n));
   }
   std::vector<PeerInfo> out;
   out.reserve(n);
   for (uint32_t i = 0; i < n; ++i) {
-    const wire::Peer* p = peers->Get(i);
-    const MemberRef want = layout.member_of(i);
-    PeerInfo info{p->rank(), wire_string(p->location()), p->member(),
-                  p->pid(),  wire_string(p->hostname()), wire_bytes(p->worker_address())};
-    if (info.rank != i || info.location != want.location || info.member != want.member) {
+    PeerInfo info = peer_from_wire(*peers->Get(i));
+    if (i < layout.size()) {
+      const MemberRef want = layout.member_of(i);
+      if (info.rank != i || info.location != want.location || info.member != want.member) {
+        return make_error("expected entry " + std::to_string(i) +
+                          " of the address table to be rank " + std::to_string(i) + " (" +
+                          want.to_string() + "), got rank " + std::to_string(info.rank) + " (" +
+                          info.location + "/" + std::to_string(info.member) + ")");
+      }
+    } else if (info.rank != i || !layout.count_of(info.location)) {
       return make_error("expected entry " + std::to_string(i) +
-                        " of the address table to be rank " + std::to_string(i) + " (" +
-                        want.to_string() + "), got rank " + std::to_string(info.rank) + " (" +
-                        info.location + "/" + std::to_string(info.member) + ")");
+                        " of the address table to be rank " + std::to_string(i) +
+                        " of a location in layout '" + layout.to_string() + "', got rank " +
+                        std::to_string(info.rank) + " (" + info.location + "/" +
+                        std::to_string(info.member) + ")");
     }
     out.push_back(std::move(info));
   }

@@ -13,6 +13,8 @@
 #include <charconv>
 #include <csignal>
 #include <cstring>
+#include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -41,6 +43,8 @@ constexpr auto kRegisterTimeout = std::chrono::seconds(30);
 constexpr size_t kMaxExtraConnections = 64;
 // A member that stops reading its connection is dropped once this much is queued for it.
 constexpr size_t kMaxQueuedBytes = 2 * detail::kMaxMessageBytes;
+// The first line of a job file (--job-file), naming its format.
+constexpr const char* kJobFileMagic = "sluice-job 1";
 
 Result<int> parse_int_option(std::string_view name, std::string_view text, int min, int max) {
   int v = 0;
@@ -102,8 +106,8 @@ Result<std::string> random_hex(size_t bytes) {
 }
 
 bool is_launcher_variable(const char* entry) {
-  for (const char* name :
-       {kEnvRendezvous, kEnvToken, kEnvLayout, kEnvLocation, kEnvMember, kEnvRank, kEnvJobId}) {
+  for (const char* name : {kEnvRendezvous, kEnvToken, kEnvLayout, kEnvLocation, kEnvMember,
+                           kEnvRank, kEnvJobId, kEnvJoined}) {
     const size_t n = std::strlen(name);
     if (std::strncmp(entry, name, n) == 0 && entry[n] == '=') return true;
   }
@@ -124,6 +128,7 @@ struct Member {
   pid_t pid = -1;
   bool running = false;  // started and not yet reaped
   bool exec_failed = false;
+  bool late = false;  // added to the running job (--join)
   OutputPipe out;
   OutputPipe err;
 };
@@ -136,6 +141,7 @@ struct Connection {
   std::vector<uint8_t> out;
   size_t out_sent = 0;
   std::optional<uint32_t> rank;
+  bool join_client = false;  // sent AddMember: a `sluice-run --join`, not a member
   Clock::time_point register_by;
   bool close_after_flush = false;
   bool dead = false;
@@ -189,8 +195,9 @@ class Job {
 
  private:
   Status setup();
+  Status write_job_file();
   void start_members();
-  Status start_member(Member& m, char* const* argv, char* const* envp);
+  Status start_member(Member& m);
 
   void handle_signals();
   void reap_children();
@@ -208,7 +215,11 @@ class Job {
 
   void accept_connections();
   void on_connection_readable(Connection& c);
-  void handle_register(Connection& c, std::span<const uint8_t> bytes);
+  void handle_message(Connection& c, std::span<const uint8_t> bytes);
+  void handle_register(Connection& c, const wire::Register& r);
+  void handle_add_member(Connection& c, const wire::AddMember& a);
+  void start_next_join();
+  void late_member_registered(Connection& c, uint32_t rank);
   void reject(Connection& c, const std::string& who, const std::string& reason);
   void queue(Connection& c, std::span<const uint8_t> framed);
   void flush(Connection& c);
@@ -217,7 +228,20 @@ class Job {
   bool token_matches(std::string_view got) const;
 
   const LaunchOptions& options_;
-  std::vector<Member> members_;  // indexed by rank
+  std::deque<Member> members_;     // indexed by rank; grows with late members (stable addresses)
+  std::vector<std::string> args_;  // PROGRAM ARGS, and argv_ pointing into them
+  std::vector<char*> argv_;
+  std::vector<std::string> base_env_;            // the environment every member gets
+  std::map<std::string, uint32_t> next_member_;  // per location: the next fresh member id
+  // Late members start one at a time: each registers (and is announced) before the next starts,
+  // so every member learns of every other in rank order.
+  struct JoinRequest {
+    Connection* client;  // may have gone away by then (checked against connections_)
+    std::string location;
+  };
+  std::deque<JoinRequest> join_queue_;
+  std::optional<uint32_t> joining_;  // the late member started and not yet registered
+  bool job_file_written_ = false;
   std::string token_;
   std::string job_id_;
   UniqueFd signal_fd_;
@@ -249,6 +273,7 @@ class Job {
 Job::~Job() {
   // run() reaps every child before it returns; this only matters if setup failed half way.
   if (signals_blocked_) ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
+  if (job_file_written_) ::unlink(options_.job_file.c_str());
 }
 
 Status Job::setup() {
@@ -304,40 +329,56 @@ Status Job::setup() {
     m.out.target = 1;
     m.err.target = 2;
   }
+  for (const auto& loc : options_.layout.locations()) next_member_[loc.name] = loc.count;
   if (options_.timeout_s > 0) {
     job_deadline_ = Clock::now() + std::chrono::seconds(options_.timeout_s);
   }
+
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (!is_launcher_variable(*e)) base_env_.emplace_back(*e);
+  }
+  base_env_.push_back(std::string(kEnvRendezvous) + "=127.0.0.1:" + std::to_string(listener_.port));
+  base_env_.push_back(std::string(kEnvToken) + "=" + token_);
+  base_env_.push_back(std::string(kEnvLayout) + "=" + options_.layout.to_string());
+  base_env_.push_back(std::string(kEnvJobId) + "=" + job_id_);
+  args_ = options_.command;
+  for (std::string& a : args_) argv_.push_back(a.data());
+  argv_.push_back(nullptr);
+  if (!options_.job_file.empty()) return write_job_file();
+  return {};
+}
+
+// The job file: what `sluice-run --join` needs to reach this job. Written whole under a temporary
+// name and renamed, so a reader never sees half of it; readable by this user only (it holds the
+// token).
+Status Job::write_job_file() {
+  const std::string tmp = options_.job_file + ".tmp";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd.valid()) {
+    return make_error("--job-file: cannot create '" + tmp + "': " + detail::errno_text(errno));
+  }
+  const std::string text = std::string(kJobFileMagic) +
+                           "\nrendezvous 127.0.0.1:" + std::to_string(listener_.port) + "\ntoken " +
+                           token_ + "\njob " + job_id_ + "\n";
+  const auto bytes = std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  if (Status s = detail::write_all(fd.get(), bytes, Deadline::after_ms(5000)); !s) {
+    ::unlink(tmp.c_str());
+    return make_error("--job-file: writing '" + tmp + "': " + s.error());
+  }
+  fd.reset();
+  if (::rename(tmp.c_str(), options_.job_file.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return make_error("--job-file: cannot rename '" + tmp + "' to '" + options_.job_file +
+                      "': " + detail::errno_text(err));
+  }
+  job_file_written_ = true;
   return {};
 }
 
 void Job::start_members() {
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (!is_launcher_variable(*e)) env_strings.emplace_back(*e);
-  }
-  env_strings.push_back(std::string(kEnvRendezvous) +
-                        "=127.0.0.1:" + std::to_string(listener_.port));
-  env_strings.push_back(std::string(kEnvToken) + "=" + token_);
-  env_strings.push_back(std::string(kEnvLayout) + "=" + options_.layout.to_string());
-  env_strings.push_back(std::string(kEnvJobId) + "=" + job_id_);
-  const size_t per_member = env_strings.size();
-  env_strings.resize(per_member + 3);
-
-  std::vector<std::string> args = options_.command;
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
   for (Member& m : members_) {
-    env_strings[per_member] = std::string(kEnvLocation) + "=" + m.ref.location;
-    env_strings[per_member + 1] = std::string(kEnvMember) + "=" + std::to_string(m.ref.member);
-    env_strings[per_member + 2] = std::string(kEnvRank) + "=" + std::to_string(m.rank);
-    std::vector<char*> envp;
-    envp.reserve(env_strings.size() + 1);
-    for (std::string& e : env_strings) envp.push_back(e.data());
-    envp.push_back(nullptr);
-
-    if (Status s = start_member(m, argv.data(), envp.data()); !s) {
+    if (Status s = start_member(m); !s) {
       say("cannot start member " + m.ref.to_string() + ": " + s.error() + "; ending the job");
       end_job(kExitMemberFailed, SIGTERM);
       return;
@@ -349,7 +390,17 @@ void Job::start_members() {
   }
 }
 
-Status Job::start_member(Member& m, char* const* argv, char* const* envp) {
+Status Job::start_member(Member& m) {
+  std::vector<std::string> env_strings = base_env_;
+  env_strings.push_back(std::string(kEnvLocation) + "=" + m.ref.location);
+  env_strings.push_back(std::string(kEnvMember) + "=" + std::to_string(m.ref.member));
+  env_strings.push_back(std::string(kEnvRank) + "=" + std::to_string(m.rank));
+  if (m.late) env_strings.push_back(std::string(kEnvJoined) + "=1");
+  std::vector<char*> envp;
+  envp.reserve(env_strings.size() + 1);
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
   int out_pipe[2];
   int err_pipe[2];
   int exec_pipe[2];
@@ -370,8 +421,8 @@ Status Job::start_member(Member& m, char* const* argv, char* const* envp) {
   setup.exec_status_fd = exec_w.get();
   setup.mask = &old_mask_;
   setup.sigpipe_action = &old_sigpipe_;
-  setup.argv = argv;
-  setup.envp = envp;
+  setup.argv = argv_.data();
+  setup.envp = envp.data();
 
   const pid_t pid = ::fork();
   if (pid < 0) return make_error("fork: " + detail::errno_text(errno));
@@ -488,6 +539,10 @@ int Job::run() {
     }
   }
   connections_.clear();
+  if (job_file_written_) {  // nobody can join a job that has ended
+    ::unlink(options_.job_file.c_str());
+    job_file_written_ = false;
+  }
 
   if (!failures_.empty() && options_.on_failure == OnFailure::kContinue && !ending_) {
     std::string list;
@@ -551,6 +606,12 @@ void Job::on_member_exit(Member& m, int wait_status) {
   const std::string who = "member " + m.ref.to_string() + " (pid " + std::to_string(m.pid) + ")";
   if (m.exec_failed) return;  // already reported; the job is ending
 
+  if (joining_ == m.rank) {
+    say("late member " + m.ref.to_string() + " " + describe_wait_status(wait_status) +
+        " before it registered; nobody was told of it");
+    joining_.reset();
+    start_next_join();
+  }
   if (!registered_[m.rank] && !tabled_ && !rendezvous_dead_) {
     // The table needs every rank; without this one it can never be sent. Tell those waiting.
     rendezvous_dead_ = "member " + m.ref.to_string() + " " + describe_wait_status(wait_status) +
@@ -620,7 +681,7 @@ void Job::check_deadlines() {
     end_job(kExitTimeout, SIGTERM);
   }
   for (auto& c : connections_) {
-    if (!c->rank && !c->close_after_flush && !c->dead && now >= c->register_by) {
+    if (!c->rank && !c->join_client && !c->close_after_flush && !c->dead && now >= c->register_by) {
       reject(*c, "",
              "no Register message within " +
                  std::to_string(std::chrono::seconds(kRegisterTimeout).count()) + " s");
@@ -635,7 +696,7 @@ int Job::poll_timeout_ms() const {
   };
   if (job_deadline_ && !ending_) consider(*job_deadline_);
   for (const auto& c : connections_) {
-    if (!c->rank && !c->close_after_flush) consider(c->register_by);
+    if (!c->rank && !c->join_client && !c->close_after_flush) consider(c->register_by);
   }
   if (!next) return -1;
   const auto left = *next - Clock::now();
@@ -730,30 +791,43 @@ void Job::on_connection_readable(Connection& c) {
   }
   if (c.rank) {
     c.in.clear();  // nothing more is expected from a registered member; ignore what comes
-  } else if (!c.close_after_flush) {
-    auto message = detail::take_message(c.in);
-    if (!message) {
-      reject(c, "", "malformed message: " + message.error());
-    } else if (message->has_value()) {
-      handle_register(c, **message);
+  } else {
+    // A member sends one Register; a join client one AddMember per member it asks for.
+    while (!c.close_after_flush && !c.dead && !c.rank) {
+      auto message = detail::take_message(c.in);
+      if (!message) {
+        reject(c, "", "malformed message: " + message.error());
+      } else if (message->has_value()) {
+        handle_message(c, **message);
+        continue;
+      }
+      break;
     }
   }
   if (!*open) c.dead = true;  // a Reject still queued has no one left to read it
 }
 
-void Job::handle_register(Connection& c, std::span<const uint8_t> bytes) {
+void Job::handle_message(Connection& c, std::span<const uint8_t> bytes) {
   auto msg = detail::verify_bootstrap(bytes);
   if (!msg) {
     reject(c, "", "malformed message: " + msg.error());
     return;
   }
-  const wire::Register* r = (*msg)->body_as_Register();
-  if (r == nullptr) {
-    reject(
-        c, "",
-        std::string("expected a Register message, got ") + detail::body_name((*msg)->body_type()));
-    return;
+  if (const wire::Register* r = (*msg)->body_as_Register(); r != nullptr && !c.join_client) {
+    handle_register(c, *r);
+  } else if (const wire::AddMember* a = (*msg)->body_as_AddMember()) {
+    handle_add_member(c, *a);
+  } else {
+    reject(c, "",
+           std::string(c.join_client ? "expected an AddMember message, got "
+                                     : "expected a Register message, got ") +
+               detail::body_name((*msg)->body_type()) +
+               (c.join_client ? "" : " (or AddMember, from sluice-run --join)"));
   }
+}
+
+void Job::handle_register(Connection& c, const wire::Register& reg) {
+  const wire::Register* r = &reg;
   PeerInfo info = detail::peer_from_register(*r);
   const std::string who = "claims rank " + std::to_string(info.rank) + ", " + info.location + "/" +
                           std::to_string(info.member) + ", pid " + std::to_string(info.pid);
@@ -767,13 +841,13 @@ void Job::handle_register(Connection& c, std::span<const uint8_t> bytes) {
     return;
   }
   const Layout& layout = options_.layout;
-  if (info.rank >= layout.size()) {
+  if (info.rank >= layout.size() && joining_ != info.rank) {
     reject(c, who,
            "rank " + std::to_string(info.rank) + " is not in layout '" + layout.to_string() +
-               "' (" + std::to_string(layout.size()) + " ranks)");
+               "' (" + std::to_string(layout.size()) + " ranks) nor a member being added");
     return;
   }
-  const MemberRef want = layout.member_of(info.rank);
+  const MemberRef want = members_[info.rank].ref;
   if (info.location != want.location || info.member != want.member) {
     reject(c, who,
            "rank " + std::to_string(info.rank) + " is " + want.to_string() + " in layout '" +
@@ -790,7 +864,96 @@ void Job::handle_register(Connection& c, std::span<const uint8_t> bytes) {
   registered_[info.rank] = true;
   ++registered_count_;
   peers_[info.rank] = std::move(info);
-  if (registered_count_ == layout.size()) send_tables();
+  if (*c.rank >= layout.size()) {
+    late_member_registered(c, *c.rank);
+  } else if (registered_count_ == layout.size()) {
+    send_tables();
+  }
+}
+
+void Job::handle_add_member(Connection& c, const wire::AddMember& a) {
+  const std::string location = detail::wire_string(a.location());
+  const std::string who = "asks to add a member to '" + location + "'";
+  if (!token_matches(detail::wire_string(a.token()))) {
+    reject(c, who, "the token does not match this job's");
+    return;
+  }
+  c.join_client = true;
+  if (!options_.layout.count_of(location)) {
+    reject(c, who,
+           "'" + location + "' is not a location of this job (layout '" +
+               options_.layout.to_string() + "')");
+    return;
+  }
+  if (ending_ || rendezvous_dead_) {
+    reject(c, who, rendezvous_dead_ ? *rendezvous_dead_ : std::string("the job is ending"));
+    return;
+  }
+  join_queue_.push_back({&c, location});
+  start_next_join();
+}
+
+// Starts the next queued late member, once the job's table is out and the previous late member
+// registered (or died trying).
+void Job::start_next_join() {
+  while (tabled_ && !joining_ && !ending_ && !join_queue_.empty()) {
+    JoinRequest req = join_queue_.front();
+    join_queue_.pop_front();
+    auto client = std::find_if(connections_.begin(), connections_.end(),
+                               [&](const auto& c) { return c.get() == req.client; });
+    Connection* reply_to =
+        client != connections_.end() && !(*client)->dead ? client->get() : nullptr;
+    Member& m = members_.emplace_back();
+    m.rank = static_cast<uint32_t>(members_.size() - 1);
+    m.ref = MemberRef{req.location, next_member_[req.location]++};
+    m.late = true;
+    if (options_.prefix) m.prefix = "[" + m.ref.to_string() + "] ";
+    m.out.target = 1;
+    m.err.target = 2;
+    peers_.emplace_back();
+    registered_.push_back(false);
+    Status started = start_member(m);
+    if (!started || m.exec_failed) {
+      const std::string why =
+          !started ? started.error() : std::string("'") + options_.command[0] + "' did not start";
+      say("cannot add member " + m.ref.to_string() + ": " + why);
+      if (reply_to != nullptr)
+        reject(*reply_to, "", "cannot start " + m.ref.to_string() + ": " + why);
+      continue;
+    }
+    joining_ = m.rank;
+    say("added member " + m.ref.to_string() + " (rank " + std::to_string(m.rank) + ", pid " +
+        std::to_string(m.pid) + ") to the running job");
+    if (reply_to != nullptr) {
+      queue(*reply_to, detail::frame_message(detail::encode_member_added(
+                           m.rank, m.ref, static_cast<uint32_t>(m.pid))));
+    }
+  }
+}
+
+// A late member registered: it gets the table of every rank up to its own (those that ended
+// marked gone), and every other running member learns of it.
+void Job::late_member_registered(Connection& c, uint32_t rank) {
+  joining_.reset();
+  std::vector<PeerInfo> table(peers_.begin(), peers_.begin() + rank + 1);
+  for (uint32_t r = 0; r < rank; ++r) {
+    if (!registered_[r] || !members_[r].running) {
+      table[r].gone = true;
+      table[r].rank = r;
+      table[r].location = members_[r].ref.location;
+      table[r].member = members_[r].ref.member;
+      table[r].address.clear();
+    }
+  }
+  queue(c, detail::frame_message(detail::encode_address_table(job_id_, table)));
+  const std::vector<uint8_t> joined =
+      detail::frame_message(detail::encode_member_joined(peers_[rank]));
+  for (auto& other : connections_) {
+    if (other->rank && *other->rank != rank && !other->dead && !other->close_after_flush) {
+      queue(*other, joined);
+    }
+  }
+  start_next_join();
 }
 
 void Job::reject(Connection& c, const std::string& who, const std::string& reason) {
@@ -848,6 +1011,7 @@ void Job::send_tables() {
     for (const auto& e : early_exits_) queue(*c, e);
   }
   early_exits_.clear();
+  start_next_join();  // members asked for before the job was whole
 }
 
 void Job::notify_exit(const Member& m, int wait_status) {
@@ -861,6 +1025,7 @@ void Job::notify_exit(const Member& m, int wait_status) {
     if (!rendezvous_dead_) early_exits_.push_back(framed);
     return;
   }
+  if (!registered_[m.rank]) return;  // a late member nobody was told of
   for (auto& c : connections_) {
     if (c->rank && *c->rank != m.rank && !c->dead && !c->close_after_flush) queue(*c, framed);
   }
@@ -880,6 +1045,7 @@ bool Job::token_matches(std::string_view got) const {
 
 const char* usage_text() {
   return "usage: sluice-run [options] -n NAME=COUNT [-n NAME=COUNT ...] [--] PROGRAM [ARGS...]\n"
+         "       sluice-run --join JOBFILE --add NAME [--add NAME ...]\n"
          "\n"
          "Starts COUNT processes of PROGRAM for each location NAME on this host (ranks in the\n"
          "order of the -n flags), prefixes their output lines with [NAME/MEMBER], and hosts the\n"
@@ -893,7 +1059,13 @@ const char* usage_text() {
          "                         (default 3000)\n"
          "  --timeout-s N          end the job with an error after N seconds (default 0: none)\n"
          "  --no-prefix            write member output without the [NAME/MEMBER] prefix\n"
+         "  --job-file PATH        write PATH (mode 0600, removed at the end) so that\n"
+         "                         'sluice-run --join PATH' can add members while it runs\n"
          "  -h, --help             show this help\n"
+         "\n"
+         "--join JOBFILE --add NAME starts one more member of location NAME in the running job\n"
+         "that wrote JOBFILE (a fresh member id, the next rank; the job's launcher starts and\n"
+         "supervises it), prints 'added NAME/M (rank R, pid P) to job J' and exits.\n"
          "\n"
          "exit status: 0 when every member exited 0; 1 when a member failed; 2 for bad usage;\n"
          "124 when --timeout-s ran out; 127 when PROGRAM cannot be started; 128+N when\n"
@@ -952,6 +1124,22 @@ Result<ParsedArguments> parse_arguments(std::span<const std::string> args) {
       auto n = parse_int_option(name, *v, 0, 3600 * 1000);
       if (!n) return std::move(n).take_error();
       o.grace_ms = *n;
+    } else if (name == "--job-file") {
+      auto v = value("a file path");
+      if (!v) return std::move(v).take_error();
+      if (v->empty()) return make_error("--job-file expects a file path, got ''");
+      o.job_file = *v;
+    } else if (name == "--join") {
+      auto v = value("a job file written by --job-file");
+      if (!v) return std::move(v).take_error();
+      if (!parsed.join) parsed.join.emplace();
+      parsed.join->job_file = *v;
+    } else if (name == "--add") {
+      auto v = value("a location NAME");
+      if (!v) return std::move(v).take_error();
+      if (auto one = Layout::parse(*v + "=1"); !one) return make_error("--add: " + one.error());
+      if (!parsed.join) parsed.join.emplace();
+      parsed.join->locations.push_back(*v);
     } else if (name == "--timeout-s") {
       auto v = value("a number of seconds");
       if (!v) return std::move(v).take_error();
@@ -961,6 +1149,18 @@ Result<ParsedArguments> parse_arguments(std::span<const std::string> args) {
     } else {
       return make_error("unknown option '" + arg + "'");
     }
+  }
+  if (parsed.join) {
+    if (parsed.join->job_file.empty()) return make_error("--add needs --join JOBFILE");
+    if (parsed.join->locations.empty()) {
+      return make_error("--join needs at least one --add NAME (the location to grow)");
+    }
+    if (!layout_text.empty() || i < args.size() || !o.job_file.empty()) {
+      return make_error("--join starts members in a running job: it takes only --add and " +
+                        std::string("--timeout-s, no -n, --job-file or program"));
+    }
+    if (o.timeout_s > 0) parsed.join->timeout_ms = o.timeout_s * 1000;
+    return parsed;
   }
   if (layout_text.empty()) return make_error("expected at least one -n NAME=COUNT");
   auto layout = Layout::parse(layout_text);
@@ -974,6 +1174,114 @@ Result<ParsedArguments> parse_arguments(std::span<const std::string> args) {
 int run_job(const LaunchOptions& options) {
   Job job(options);
   return job.run();
+}
+
+namespace {
+
+struct JobFile {
+  std::string host;
+  uint16_t port = 0;
+  std::string token;
+  std::string job;
+};
+
+Result<JobFile> read_job_file(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    return make_error("cannot open job file '" + path + "': " + detail::errno_text(errno) +
+                      " (is the job running with --job-file " + path + "?)");
+  }
+  std::string text;
+  char buf[1024];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return make_error("reading job file '" + path + "': " + detail::errno_text(errno));
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > 4096) return make_error("job file '" + path + "' is too large");
+  }
+  JobFile out;
+  std::string rendezvous;
+  size_t at = 0;
+  bool magic = false;
+  while (at < text.size()) {
+    size_t nl = text.find('\n', at);
+    if (nl == std::string::npos) nl = text.size();
+    const std::string line = text.substr(at, nl - at);
+    at = nl + 1;
+    if (line == kJobFileMagic) {
+      magic = true;
+    } else if (line.starts_with("rendezvous ")) {
+      rendezvous = line.substr(11);
+    } else if (line.starts_with("token ")) {
+      out.token = line.substr(6);
+    } else if (line.starts_with("job ")) {
+      out.job = line.substr(4);
+    }
+  }
+  if (!magic || rendezvous.empty() || out.token.empty()) {
+    return make_error("'" + path + "' is not a sluice-run job file (expected '" + kJobFileMagic +
+                      "' and rendezvous/token lines)");
+  }
+  auto hp = detail::parse_host_port(rendezvous);
+  if (!hp) return make_error("job file '" + path + "': rendezvous: " + hp.error());
+  out.host = hp->host;
+  out.port = hp->port;
+  return out;
+}
+
+}  // namespace
+
+int run_join(const JoinOptions& options) {
+  auto say = [](const std::string& line) {
+    std::fprintf(stderr, "sluice-run: %s\n", line.c_str());
+  };
+  auto file = read_job_file(options.job_file);
+  if (!file) {
+    say(file.error());
+    return kExitMemberFailed;
+  }
+  const Deadline deadline = Deadline::after_ms(options.timeout_ms);
+  const std::string where = file->host + ":" + std::to_string(file->port);
+  auto fd = detail::connect_tcp(file->host, file->port, deadline.remaining_ms());
+  if (!fd) {
+    say("cannot reach job " + file->job + " at " + where + ": " + fd.error());
+    return kExitMemberFailed;
+  }
+  for (const std::string& location : options.locations) {
+    const auto request = detail::encode_add_member(file->token, location);
+    if (Status s = detail::send_message(fd->get(), request, deadline); !s) {
+      say("cannot ask job " + file->job + " at " + where + " for a member: " + s.error());
+      return kExitMemberFailed;
+    }
+    auto bytes = detail::receive_message(fd->get(), deadline);
+    if (!bytes) {
+      say("no answer from job " + file->job + " at " + where + ": " + bytes.error());
+      return kExitMemberFailed;
+    }
+    auto msg = detail::verify_bootstrap(*bytes);
+    if (!msg) {
+      say("from job " + file->job + ": " + msg.error());
+      return kExitMemberFailed;
+    }
+    if (const wire::Reject* r = (*msg)->body_as_Reject()) {
+      say("job " + file->job + " refused a member of '" + location +
+          "': " + detail::wire_string(r->reason()));
+      return kExitMemberFailed;
+    }
+    const wire::MemberAdded* added = (*msg)->body_as_MemberAdded();
+    if (added == nullptr) {
+      say("expected MemberAdded from job " + file->job + ", got " +
+          detail::body_name((*msg)->body_type()));
+      return kExitMemberFailed;
+    }
+    std::printf("added %s/%u (rank %u, pid %u) to job %s\n",
+                detail::wire_string(added->location()).c_str(), added->member(), added->rank(),
+                added->pid(), file->job.c_str());
+    std::fflush(stdout);
+  }
+  return 0;
 }
 
 }  // namespace sluice::transport::launcher

@@ -7,6 +7,7 @@
 // poll() loop over the members' pipes, the rendezvous sockets and a signalfd.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -25,7 +26,11 @@ inline constexpr int kExitCannotStart = 127;  // PROGRAM could not be executed (
 enum class OnFailure { kAbort, kContinue };
 
 struct LaunchOptions {
-  Layout layout;  // from the -n flags, ranks in their order
+  Layout layout;  // from the -n flags, ranks in their order (the job's starting shape)
+  // Where to write the job file that lets `sluice-run --join` add members to the running job
+  // (rendezvous address, token; mode 0600; removed when the job ends). Empty: none, and the job
+  // cannot grow.
+  std::string job_file;
   OnFailure on_failure = OnFailure::kAbort;
   int grace_ms = 3000;               // between SIGTERM and SIGKILL when ending the job
   int timeout_s = 0;                 // 0: none
@@ -33,9 +38,18 @@ struct LaunchOptions {
   std::vector<std::string> command;  // PROGRAM ARGS...
 };
 
+// `sluice-run --join FILE --add NAME [--add NAME ...]`: asks the job FILE describes to start one
+// more member of each NAME (in order).
+struct JoinOptions {
+  std::string job_file;
+  std::vector<std::string> locations;
+  int timeout_ms = 30000;
+};
+
 struct ParsedArguments {
   bool help = false;  // -h/--help: print usage_text() and exit 0
   LaunchOptions options;
+  std::optional<JoinOptions> join;  // set: a join request instead of a job
 };
 
 // Parses the arguments after argv[0]. An error is one line naming the bad argument.
@@ -45,5 +59,9 @@ const char* usage_text();
 
 // Runs the job to its end and returns sluice-run's exit code. Diagnostics go to stderr.
 int run_job(const LaunchOptions& options);
+
+// Asks a running job to start members (`--join`); prints one line per member started. Returns 0,
+// or 1 when the job cannot be reached or refused a member (the reason on stderr).
+int run_join(const JoinOptions& options);
 
 }  // namespace sluice::transport::launcher

@@ -94,12 +94,28 @@ Result<LauncherEnv> LauncherEnv::from_environment() {
   env.location = std::move(*location);
   env.member = *member;
   env.rank = *rank;
+  if (const char* joined = std::getenv(kEnvJoined); joined != nullptr) {
+    if (std::string(joined) != "1") {
+      return make_error(std::string(kEnvJoined) + " is '" + joined + "'; expected 1 or unset");
+    }
+    env.joined = true;
+  }
 
   const std::optional<uint32_t> count = env.layout.count_of(env.location);
   if (!count) {
     return make_error(std::string(kEnvLocation) + " is '" + env.location +
                       "', which is not a location of " + kEnvLayout + " '" +
                       env.layout.to_string() + "'");
+  }
+  if (env.joined) {
+    // A late member: past the layout, which stays the job's starting shape.
+    if (env.member < *count || env.rank < env.layout.size()) {
+      return make_error(std::string(kEnvJoined) + " is set but " + env.location + "/" +
+                        std::to_string(env.member) + " (rank " + std::to_string(env.rank) +
+                        ") lies inside " + kEnvLayout + " '" + env.layout.to_string() +
+                        "'; a joined member's id and rank come after the layout's");
+    }
+    return env;
   }
   if (env.member >= *count) {
     return make_error(std::string(kEnvMember) + " is " + std::to_string(env.member) +
@@ -160,7 +176,7 @@ Result<std::unique_ptr<LauncherSession>> LauncherSession::connect(const Launcher
     return make_error("expected an AddressTable from the launcher at " + where + ", got " +
                       detail::body_name((*msg)->body_type()));
   }
-  auto peers = detail::decode_address_table(*table, env.job_id, env.layout);
+  auto peers = detail::decode_address_table(*table, env.job_id, env.layout, env.rank);
   if (!peers) return make_error("from the launcher at " + where + ": " + peers.error());
 
   std::unique_ptr<LauncherSession> session(new LauncherSession());
@@ -170,8 +186,8 @@ Result<std::unique_ptr<LauncherSession>> LauncherSession::connect(const Launcher
   return session;
 }
 
-Result<std::vector<LauncherSession::Exit>> LauncherSession::poll_exits() {
-  std::vector<Exit> exits;
+Result<LauncherSession::Events> LauncherSession::poll() {
+  Events events;
   if (closed_) return make_error("the launcher closed the rendezvous connection");
   auto open =
       detail::read_available(fd_, pending_, detail::kMaxMessageBytes + detail::kLengthPrefixBytes);
@@ -186,23 +202,38 @@ Result<std::vector<LauncherSession::Exit>> LauncherSession::poll_exits() {
       return make_error("the launcher ended this member's session: " +
                         detail::wire_string(reject->reason()));
     }
+    if (const wire::MemberJoined* joined = (*msg)->body_as_MemberJoined()) {
+      if (joined->peer() == nullptr) return make_error("MemberJoined without a peer");
+      PeerInfo p = detail::peer_from_wire(*joined->peer());
+      if (p.rank != peers_.size() || p.location.empty() || p.address.empty() || p.gone) {
+        return make_error("expected MemberJoined for rank " + std::to_string(peers_.size()) +
+                          " with a location and an address, got rank " + std::to_string(p.rank) +
+                          " (" + p.location + "/" + std::to_string(p.member) + ")");
+      }
+      peers_.push_back(p);
+      events.joined.push_back(std::move(p));
+      continue;
+    }
     const wire::MemberExited* exited = (*msg)->body_as_MemberExited();
     if (exited == nullptr) {
-      return make_error(std::string("expected MemberExited from the launcher, got ") +
-                        detail::body_name((*msg)->body_type()));
+      return make_error(
+          std::string("expected MemberExited or MemberJoined from the launcher, got ") +
+          detail::body_name((*msg)->body_type()));
     }
     if (exited->rank() >= peers_.size()) {
       return make_error("expected MemberExited for a rank below " + std::to_string(peers_.size()) +
                         ", got rank " + std::to_string(exited->rank()));
     }
-    exits.push_back(Exit{exited->rank(), exited->status(), exited->signal()});
+    events.exits.push_back(Exit{exited->rank(), exited->status(), exited->signal()});
   }
   if (!*open) {
     // Report what arrived before the close first; the next call reports the close.
     closed_ = true;
-    if (exits.empty()) return make_error("the launcher closed the rendezvous connection");
+    if (events.exits.empty() && events.joined.empty()) {
+      return make_error("the launcher closed the rendezvous connection");
+    }
   }
-  return exits;
+  return events;
 }
 
 }  // namespace sluice::transport

@@ -24,6 +24,9 @@ namespace {
 
 constexpr unsigned kAmData = 1;
 constexpr unsigned kAmControl = 2;
+// Control frames from ranks this far past the job size are a late member greeting us before the
+// launcher's word of it arrived: dropped without complaint.
+constexpr uint32_t kMaxUnannouncedRanks = 64;
 using Clock = std::chrono::steady_clock;
 
 uint64_t now_ns() {
@@ -61,6 +64,10 @@ struct Node::Impl {
     bool active = true;
   };
   std::vector<Watch> watches;
+  struct JoinRule {
+    std::vector<uint32_t> in_edges, out_edges;
+  };
+  std::map<std::string, JoinRule> join_rules;  // by location
 
   // ---- shared between the runtime thread and the progress thread, guarded by mu ----
   mutable std::mutex mu;
@@ -77,6 +84,7 @@ struct Node::Impl {
     uint64_t close_at = 0;  // last_seq from Close; 0 while open
     bool close_acked = false;
     bool broken = false;    // a sequence gap: delivered a prefix, then stopped
+    bool late = false;      // made by a join: its sender may leave before it heard of us
     uint64_t consumed = 0;  // bytes released since the last credit
     std::deque<RxFrame> ready;
   };
@@ -85,9 +93,11 @@ struct Node::Impl {
   struct Peer {
     bool lost = false;
     bool bye = false;
+    bool greeted = false;  // its Hello arrived
     PeerStats stats;
   };
   std::vector<Peer> peers;
+  std::vector<PeerInfo> joined;        // members add_peer() added, not yet taken by the runtime
   uint64_t rejected_unattributed = 0;  // frames whose header did not name a valid peer
   std::atomic<uint64_t> activity{0};
 
@@ -180,6 +190,55 @@ struct Node::Impl {
     m.src = self;
     m.dst = dst;
     return m;
+  }
+
+  // Makes room for ranks below n (a late member's table, a member that joined). On the owner's
+  // thread before connect(), on the progress thread after.
+  void grow_to(uint32_t n) {
+    if (n <= job_size) return;
+    {
+      std::lock_guard lock(mu);
+      peers.resize(n);
+      job_size = n;
+      check.job_size = n;
+    }
+    eps.resize(n, nullptr);
+    for (uint32_t r = static_cast<uint32_t>(peer_names.size()); r < n; ++r) {
+      peer_names.push_back("rank " + std::to_string(r));
+    }
+    arrivals.resize(n);
+    last_rx_ns.resize(n, now_ns());
+    last_tx_ns.resize(n, 0);
+    lanes_known.resize(n, false);
+    outstanding.resize(n, 0);
+  }
+
+  Status create_endpoint(uint32_t r, const std::vector<uint8_t>& address) {
+    if (address.empty()) return make_error("no UCX address for " + peer_names[r]);
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep.address = reinterpret_cast<const ucp_address_t*>(address.data());
+    // Peer-failure mode would disable UCX's shared-memory transports; failures are detected by
+    // our own heartbeats instead (see DESIGN.md, Failure).
+    ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+    ucs_status_t s = ucp_ep_create(worker.get(), &ep, &eps[r]);
+    if (s != UCS_OK) {
+      eps[r] = nullptr;
+      return make_error(detail::ucs_error(
+          ("connecting to " + peer_names[r] + " (transport " + to_string(opts.kind) + ")").c_str(),
+          s));
+    }
+    return {};
+  }
+
+  void send_hello(uint32_t r) {
+    ControlMsg m = control_to(r, ControlKind::kHello);
+    m.job = job_id;
+    m.pid = static_cast<uint32_t>(getpid());
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    m.hostname = host;
+    post_control(m);
   }
 
   // Called with mu held.
@@ -468,6 +527,12 @@ struct Node::Impl {
                                const ucp_am_recv_param_t* param) {
     auto h = check_header(header, header_length, length, FrameKind::kControl);
     if (!h) {
+      // A late member may greet us (or beat) before the launcher's word of it arrives.
+      auto raw = decode_frame_header({static_cast<const uint8_t*>(header), header_length});
+      if (raw && raw->kind == FrameKind::kControl && raw->src >= job_size &&
+          raw->src < job_size + kMaxUnannouncedRanks) {
+        return UCS_OK;
+      }
       reject(UINT32_MAX, h.error());
       return UCS_OK;
     }
@@ -501,6 +566,7 @@ struct Node::Impl {
     Peer& p = peers[m.src];
     switch (m.kind) {
       case ControlKind::kHello:
+        p.greeted = true;
         if (m.job != job_id) {
           SLUICE_LOG_ERROR(
               "peer rank %u says it belongs to job '%s', this is job '%s'; ignoring it", m.src,
@@ -542,9 +608,14 @@ struct Node::Impl {
       case ControlKind::kBye:
         p.bye = true;
         for (auto& [k, in] : ins) {
-          if (k.peer == m.src && !channel_closed(in)) {
-            lose_peer_locked(m.src, "it left without closing its channels");
+          if (k.peer != m.src || channel_closed(in)) continue;
+          if (in.late && in.expected == 1 && in.ready.empty()) {
+            // It finished before it heard of the join: its stream to us is empty, not cut.
+            in.close_at = UINT64_MAX;
+            in.expected = UINT64_MAX;
+            continue;
           }
+          lose_peer_locked(m.src, "it left without closing its channels");
         }
         for (auto& [k, out] : outs) {
           if (k.peer == m.src && !out.acked) {
@@ -906,8 +977,14 @@ std::vector<uint8_t> Node::worker_address() const {
   return a ? std::move(*a) : std::vector<uint8_t>{};
 }
 
-void Node::expect_input(uint32_t edge, uint32_t src) { impl_->ins[{edge, src}]; }
-void Node::declare_output(uint32_t edge, uint32_t dst) { impl_->outs[{edge, dst}]; }
+void Node::expect_input(uint32_t edge, uint32_t src) {
+  std::lock_guard lock(impl_->mu);
+  impl_->ins[{edge, src}];
+}
+void Node::declare_output(uint32_t edge, uint32_t dst) {
+  std::lock_guard lock(impl_->mu);
+  impl_->outs[{edge, dst}];
+}
 
 void Node::watch_fd(int fd, std::function<bool()> on_readable) {
   epoll_event ev{};
@@ -917,12 +994,18 @@ void Node::watch_fd(int fd, std::function<bool()> on_readable) {
   impl_->watches.push_back({fd, std::move(on_readable), true});
 }
 
+void Node::accept_joiners(const std::string& location, std::vector<uint32_t> in_edges,
+                          std::vector<uint32_t> out_edges) {
+  impl_->join_rules[location] = Impl::JoinRule{std::move(in_edges), std::move(out_edges)};
+}
+
 Status Node::connect(const std::vector<PeerInfo>& peers) {
   auto& im = *impl_;
-  if (peers.size() != im.job_size) {
+  if (peers.size() < im.job_size || peers.size() <= im.self) {
     return make_error("peer table has " + std::to_string(peers.size()) + " entries, job has " +
-                      std::to_string(im.job_size));
+                      std::to_string(std::max(im.job_size, im.self + 1)));
   }
+  im.grow_to(static_cast<uint32_t>(peers.size()));
   uint64_t now = now_ns();
   for (uint32_t r = 0; r < im.job_size; ++r) {
     im.peer_names[r] = peers[r].location + "/" + std::to_string(peers[r].member);
@@ -931,33 +1014,23 @@ Status Node::connect(const std::vector<PeerInfo>& peers) {
   }
   for (uint32_t r = 0; r < im.job_size; ++r) {
     if (r == im.self) continue;
-    if (peers[r].address.empty()) {
-      return make_error("no UCX address for " + im.peer_names[r]);
+    if (peers[r].gone) {
+      // It ended before this member joined: nothing goes to it, nothing comes from it.
+      std::lock_guard lock(im.mu);
+      im.peers[r].lost = true;
+      im.peers[r].stats.lost_reason = "it ended before this member joined";
+      for (auto& [k, in] : im.ins) {
+        if (k.peer != r) continue;
+        in.close_at = UINT64_MAX;
+        in.expected = UINT64_MAX;
+      }
+      continue;
     }
-    ucp_ep_params_t ep{};
-    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-    ep.address = reinterpret_cast<const ucp_address_t*>(peers[r].address.data());
-    // Peer-failure mode would disable UCX's shared-memory transports; failures are detected by
-    // our own heartbeats instead (see DESIGN.md, Failure).
-    ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
-    ucs_status_t s = ucp_ep_create(im.worker.get(), &ep, &im.eps[r]);
-    if (s != UCS_OK) {
-      return make_error(detail::ucs_error(
-          ("connecting to " + im.peer_names[r] + " (transport " + to_string(im.opts.kind) + ")")
-              .c_str(),
-          s));
-    }
+    if (Status s = im.create_endpoint(r, peers[r].address); !s) return s;
   }
   im.connected = true;
   for (uint32_t r = 0; r < im.job_size; ++r) {
-    if (r == im.self) continue;
-    ControlMsg m = im.control_to(r, ControlKind::kHello);
-    m.job = im.job_id;
-    m.pid = static_cast<uint32_t>(getpid());
-    char host[256] = {};
-    gethostname(host, sizeof host - 1);
-    m.hostname = host;
-    im.post_control(m);
+    if (r != im.self && im.eps[r] != nullptr) im.send_hello(r);
   }
   if (im.opts.progress == ProgressMode::kAdaptive) {
     im.progress = std::thread([this] {
@@ -971,6 +1044,77 @@ Status Node::connect(const std::vector<PeerInfo>& peers) {
     });
   }
   return {};
+}
+
+void Node::await_greetings(std::chrono::milliseconds timeout) {
+  auto& im = *impl_;
+  std::unique_lock lock(im.mu);
+  // Every channel of a late member was made by its join: a sender that finished before it heard
+  // of us leaves (Bye) with nothing sent, which ends the channel empty rather than cut.
+  for (auto& [k, in] : im.ins) in.late = true;
+  auto greeted = [&] {
+    for (uint32_t r = 0; r < im.job_size; ++r) {
+      if (r != im.self && !im.peers[r].lost && !im.peers[r].greeted) return false;
+    }
+    return true;
+  };
+  const auto deadline = Clock::now() + timeout;
+  while (!greeted() && Clock::now() < deadline) {
+    if (im.opts.progress == ProgressMode::kSpin) {
+      lock.unlock();
+      if (!im.step_inline()) sched_yield();
+      lock.lock();
+      continue;
+    }
+    im.cv.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
+  }
+  for (uint32_t r = 0; r < im.job_size; ++r) {
+    if (r != im.self && !im.peers[r].lost && !im.peers[r].greeted) {
+      im.lose_peer_locked(
+          r, "it did not greet this late member within " + std::to_string(timeout.count()) + " ms");
+    }
+  }
+  im.bump();
+}
+
+void Node::add_peer(const PeerInfo& peer) {
+  auto& im = *impl_;
+  if (peer.rank != im.job_size) {
+    SLUICE_LOG_ERROR("ignoring joined member %s/%u with rank %u: expected rank %u",
+                     peer.location.c_str(), peer.member, peer.rank, im.job_size);
+    return;
+  }
+  const uint32_t r = peer.rank;
+  im.grow_to(r + 1);
+  im.peer_names[r] = peer.location + "/" + std::to_string(peer.member);
+  im.last_rx_ns[r] = now_ns();
+  {
+    std::lock_guard lock(im.mu);
+    if (auto it = im.join_rules.find(peer.location); it != im.join_rules.end()) {
+      for (uint32_t e : it->second.in_edges) im.ins[{e, r}].late = true;
+      for (uint32_t e : it->second.out_edges) im.outs[{e, r}];
+    }
+    im.joined.push_back(peer);
+  }
+  Status s = im.create_endpoint(r, peer.address);
+  std::lock_guard lock(im.mu);
+  if (!s) {
+    im.lose_peer_locked(r, s.error());
+  } else {
+    SLUICE_LOG_INFO("%s joined the job (rank %u)", im.peer_names[r].c_str(), r);
+    im.send_hello(r);  // posted: goes out before anything the runtime sends it
+  }
+  im.bump();
+}
+
+std::vector<PeerInfo> Node::take_joined() {
+  std::lock_guard lock(impl_->mu);
+  return std::exchange(impl_->joined, {});
+}
+
+uint32_t Node::job_size() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->job_size;
 }
 
 SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,

@@ -1,6 +1,7 @@
 // sluice-run: start a sluice job on this host, one process per member of its layout.
 //
 //   sluice-run -n leader=1 -n workers=4 -- ./app ARGS
+//   sluice-run --join JOBFILE --add workers      (one more member into a running job)
 //
 // See launcher.hpp for what it does and `sluice-run --help` for the options and exit codes.
 #include <cstdio>
@@ -21,5 +22,6 @@ int main(int argc, char** argv) {
     std::fputs(launcher::usage_text(), stdout);
     return 0;
   }
+  if (parsed->join) return launcher::run_join(*parsed->join);
   return launcher::run_job(parsed->options);
 }

@@ -25,6 +25,9 @@ inline constexpr const char* kEnvLocation = "SLUICE_LOCATION";      // this memb
 inline constexpr const char* kEnvMember = "SLUICE_MEMBER";          // index within the location
 inline constexpr const char* kEnvRank = "SLUICE_RANK";              // global rank in the layout
 inline constexpr const char* kEnvJobId = "SLUICE_JOB_ID";           // unique per job
+// Set to 1 for a member added to a running job (`sluice-run --join`): its member id and rank lie
+// past the layout's, which stays the job's starting shape.
+inline constexpr const char* kEnvJoined = "SLUICE_JOINED";
 
 struct PeerInfo {
   uint32_t rank = 0;
@@ -33,6 +36,7 @@ struct PeerInfo {
   uint32_t pid = 0;
   std::string hostname;
   std::vector<uint8_t> address;  // the UCX worker address
+  bool gone = false;  // ended before this member joined: no endpoint, nothing expected from it
 };
 
 // The launcher environment of one member process, read and checked from the environment.
@@ -45,6 +49,7 @@ struct LauncherEnv {
   uint32_t rank = 0;
   std::string location;
   uint32_t member = 0;
+  bool joined = false;  // added to a running job: rank >= layout.size()
 
   // True when SLUICE_RENDEZVOUS is set (the process was started by sluice-run).
   static bool present();
@@ -61,25 +66,32 @@ class LauncherSession {
   LauncherSession& operator=(const LauncherSession&) = delete;
 
   // Connects, registers `self` (whose address is this process's worker address) and waits up to
-  // `timeout_ms` for the table of every rank. Errors name the variable, the peer or the message.
-  // The rank, location and member registered are `env`'s; pid and hostname are filled in when
-  // `self` leaves them empty. A Reject from the launcher is an error carrying its reason.
+  // `timeout_ms` for the table of every rank (for a late member: every rank up to its own). Errors
+  // name the variable, the peer or the message. The rank, location and member registered are
+  // `env`'s; pid and hostname are filled in when `self` leaves them empty. A Reject from the
+  // launcher is an error carrying its reason.
   static Result<std::unique_ptr<LauncherSession>> connect(const LauncherEnv& env, PeerInfo self,
                                                           int timeout_ms);
 
-  const std::vector<PeerInfo>& peers() const { return peers_; }  // indexed by rank
+  // Indexed by rank; grows as members join (see poll()).
+  const std::vector<PeerInfo>& peers() const { return peers_; }
   const std::string& job_id() const { return job_id_; }
 
   // The socket stays open for the job; it becomes readable when the launcher reports a member
-  // exit (or closes). `poll_exits` reads what is pending without blocking; once the launcher has
-  // closed the connection (after the exits that came before it) every call is an error.
+  // that exited or joined (or closes). `poll` reads what is pending without blocking; once the
+  // launcher has closed the connection (after the reports that came before it) every call is an
+  // error. A joined member always comes before any exit of it.
   int fd() const { return fd_; }
   struct Exit {
     uint32_t rank;
     int status;
     int signal;
   };
-  Result<std::vector<Exit>> poll_exits();
+  struct Events {
+    std::vector<PeerInfo> joined;  // in rank order, each the next rank after peers() had
+    std::vector<Exit> exits;
+  };
+  Result<Events> poll();
 
  private:
   LauncherSession() = default;

@@ -8,6 +8,12 @@
 // falls silent, an endpoint error, a launcher report — mark the peer lost: its inbound channels
 // end with what arrived (a prefix) and sends to it return kPeerLost instead of blocking.
 //
+// Members added to a running job (sluice-run --join) join later: add_peer() gives the node an
+// endpoint and the channels accept_joiners() declared for the newcomer's location, and the
+// runtime learns of it through take_joined(). A late member itself gets the table of every rank
+// up to its own (those that ended marked gone) and waits in await_greetings() until every live
+// peer greeted it, so nobody receives a frame from a member it has not heard of.
+//
 // Threads: create/expect/declare/connect/shutdown from the owner's thread; send/close/take/wait
 // from one runtime thread; everything that touches UCX runs on the progress thread. In spin
 // mode there is no progress thread: the runtime's thread drives progress itself (in progress(),
@@ -94,10 +100,27 @@ class Node {
   // Before connect(): the channels this member will use.
   void expect_input(uint32_t edge, uint32_t src);
   void declare_output(uint32_t edge, uint32_t dst);
+  // Before connect(): the channels to give a member of `location` that joins later — inputs
+  // from it on `in_edges`, outputs to it on `out_edges`.
+  void accept_joiners(const std::string& location, std::vector<uint32_t> in_edges,
+                      std::vector<uint32_t> out_edges);
 
-  // Creates endpoints to every other rank in `peers` (indexed by rank), says hello, starts the
-  // progress thread. `peer_names` label peers in logs ("p2/0").
+  // Creates endpoints to every other rank in `peers` (indexed by rank; a late member's table may
+  // be longer than the job size given to create()), says hello, starts the progress thread.
+  // Peers marked gone get no endpoint: they count as lost, and their channels into this member
+  // as closed before any frame.
   Status connect(const std::vector<PeerInfo>& peers);
+
+  // A late member, after connect(): waits until every live peer greeted it (it learned of this
+  // member and made its endpoint and channels), at most `timeout`; one that did not is lost.
+  void await_greetings(std::chrono::milliseconds timeout);
+
+  // A member joined the running job (its rank is the next one): endpoint, hello, the channels
+  // accept_joiners() named. Call on the progress thread, i.e. from a watch_fd callback.
+  void add_peer(const PeerInfo& peer);
+  // The members add_peer() added since the last call (runtime thread).
+  std::vector<PeerInfo> take_joined();
+  uint32_t job_size() const;
 
   // Calls `on_readable` on the progress thread whenever `fd` is readable (e.g. the launcher's
   // connection); it returns false to stop watching. Before connect() only.
