@@ -933,8 +933,8 @@ class MemberRuntime {
           break;
         }
         if (st != transport::SendStatus::kOk) {
-          SLUICE_LOG_ERROR("edge %u: sending to rank %u failed (%s); this channel stops here",
-                           s.edge, s.dst,
+          SLUICE_LOG_ERROR("edge %u: sending to %s failed (%s); this channel stops here", s.edge,
+                           member_name(s.dst).c_str(),
                            st == transport::SendStatus::kPeerLost ? "peer lost" : "shutting down");
           s.failed = true;
           break;

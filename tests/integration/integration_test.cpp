@@ -480,34 +480,52 @@ struct JoinRun {
   ProcessResult join;
   bool job_file_left = false;
 };
-JoinRun join_mid_stream(const std::string& transport, const std::string& mode, TempDir& dir) {
+// With `kill_first`, worker 1 is SIGKILLed before the join (the job tolerates it): the late
+// member's table names it gone.
+JoinRun join_mid_stream(const std::string& transport, const std::string& mode, TempDir& dir,
+                        bool kill_first = false) {
   SubprocessOptions opts;
   opts.timeout_ms = 120000;
   const std::string job_file = dir.file("job");
-  auto job = Subprocess::start({SLUICE_RUN_PATH,
-                                "--job-file",
-                                job_file,
-                                "--timeout-s",
-                                "90",
-                                "-n",
-                                "leader=1",
-                                "-n",
-                                "workers=2",
-                                "--",
-                                CLUSTER_CHECK_PATH,
-                                "--mode",
-                                mode,
-                                "--until-join",
-                                "2",
-                                "--tail",
-                                "200000",
-                                "--progress-file",
-                                dir.file("flowing"),
-                                "--sluice-transport=" + transport},
-                               opts);
+  std::vector<std::string> argv = {SLUICE_RUN_PATH,
+                                   "--job-file",
+                                   job_file,
+                                   "--timeout-s",
+                                   "90",
+                                   "-n",
+                                   "leader=1",
+                                   "-n",
+                                   "workers=2",
+                                   "--on-failure",
+                                   "continue",
+                                   "--",
+                                   CLUSTER_CHECK_PATH,
+                                   "--mode",
+                                   mode,
+                                   "--until-join",
+                                   "2",
+                                   "--tail",
+                                   "200000",
+                                   "--progress-file",
+                                   dir.file("flowing"),
+                                   "--sluice-transport=" + transport,
+                                   "--sluice-peer-timeout-ms=1500"};
+  if (kill_first) {
+    for (const char* a : {"--victim", "1", "--ready-after", "100000", "--ready-file"}) {
+      argv.push_back(a);
+    }
+    argv.push_back(dir.file("ready"));
+  }
+  auto job = Subprocess::start(argv, opts);
   // Joins mid-stream: once worker 0 has 100000 elements.
   bool flowing = wait_until([&] { return !read_file(dir.file("flowing")).empty(); }, 60000);
   EXPECT_TRUE(flowing) << "the stream never reached worker 0";
+  if (kill_first) {
+    bool ready = wait_until([&] { return !read_file(dir.file("ready")).empty(); }, 60000);
+    EXPECT_TRUE(ready) << "worker 1 never reported progress";
+    pid_t victim = static_cast<pid_t>(std::stol("0" + read_file(dir.file("ready"))));
+    if (ready && victim > 0) kill(victim, SIGKILL);
+  }
   JoinRun r;
   r.join = run_command({SLUICE_RUN_PATH, "--join", job_file, "--add", "workers"});
   r.job = job.wait();
@@ -596,6 +614,28 @@ TEST_P(Transport, JoinedWorkerIsDealtRoundRobinFromItsJoinOn) {
   EXPECT_GT(w[2].first, 100000) << r.job.describe();  // it joined after worker 0 had that many
   EXPECT_EQ(total, last + 1) << r.job.describe();
   EXPECT_EQ(sum, last * (last + 1) / 2) << r.job.describe();
+  expect_no_shm_leftovers(before);
+}
+
+TEST_P(Transport, JoinAfterAMemberDiedLeavesItOutAndGetsTheRest) {
+  auto before = shm_entries();
+  TempDir dir;
+  auto r = join_mid_stream(GetParam(), "broadcast", dir, /*kill_first=*/true);
+  EXPECT_FALSE(r.job.timed_out) << r.job.describe();
+  EXPECT_EQ(r.join.exit_code, 0) << r.join.describe();
+  auto events = lines_with_prefix(r.job.out, "[leader/0] leader: MemberId<workers>");
+  EXPECT_NE(std::find(events.begin(), events.end(), "(1) Left"), events.end()) << r.job.describe();
+  EXPECT_NE(std::find(events.begin(), events.end(), "(2) Joined"), events.end())
+      << r.job.describe();
+  auto w = worker_reports(r.job.out);
+  EXPECT_TRUE(w[0].ok && w[0].first == 0 && w[0].count == w[0].last + 1) << r.job.describe();
+  EXPECT_TRUE(w[2].ok) << r.job.describe();
+  EXPECT_EQ(w[2].count, w[2].last - w[2].first + 1) << r.job.describe();
+  EXPECT_EQ(w[2].last, w[0].last) << r.job.describe();
+  // The late member knew workers/1 had ended: no complaint about it from workers/2.
+  for (const auto& line : lines_with_prefix(r.job.err, "[workers/2] ")) {
+    EXPECT_EQ(line.find("workers/1"), std::string::npos) << r.job.describe();
+  }
   expect_no_shm_leftovers(before);
 }
 

@@ -658,7 +658,9 @@ struct Node::Impl {
       }
       record_lanes(r);
     }
-    if (opts.progress == ProgressMode::kSpin) poll_fds(0);  // spin mode never sleeps in epoll
+    // Watched fds (the launcher's reports of exits and joins) are read here too: spin mode never
+    // sleeps in epoll, and a busy adaptive progress thread may not for a long time.
+    poll_fds(0);
   }
 
   // Notes which transports UCX chose for a peer once the endpoint has carried traffic (its
