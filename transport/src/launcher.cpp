@@ -128,7 +128,8 @@ struct Member {
   pid_t pid = -1;
   bool running = false;  // started and not yet reaped
   bool exec_failed = false;
-  bool late = false;  // added to the running job (--join)
+  bool late = false;          // added to the running job (--join)
+  uint64_t signals_sent = 0;  // bit N: the launcher sent it signal N
   OutputPipe out;
   OutputPipe err;
 };
@@ -622,6 +623,15 @@ void Job::on_member_exit(Member& m, int wait_status) {
   }
   notify_exit(m, wait_status);
 
+  if (ending_ && WIFSIGNALED(wait_status) &&
+      !(m.signals_sent & (uint64_t{1} << WTERMSIG(wait_status)))) {
+    // Killed by something else while the job was ending (often what ended it: its peers
+    // failed because it died, and one of them was reaped first). Name it.
+    failures_.push_back(m.ref.to_string() + " (pid " + std::to_string(m.pid) + ") " +
+                        describe_wait_status(wait_status));
+    say(who + " " + describe_wait_status(wait_status));
+    return;
+  }
   if (!wait_status_failed(wait_status) || ending_) return;
   failures_.push_back(m.ref.to_string() + " (pid " + std::to_string(m.pid) + ") " +
                       describe_wait_status(wait_status));
@@ -647,6 +657,7 @@ void Job::signal_running(int sig) {
     // The group reaches what the member started too. A member that left its group (setsid)
     // is still reached itself. Its pid cannot be reused before we reap it.
     if (::kill(-m.pid, sig) != 0) ::kill(m.pid, sig);
+    if (sig > 0 && sig < 64) m.signals_sent |= uint64_t{1} << sig;
   }
 }
 
