@@ -508,6 +508,7 @@ class MemberRuntime {
   void admit(const transport::PeerInfo& p) {
     if (p.rank >= roster_.size()) roster_.resize(p.rank + 1);
     roster_[p.rank] = p;
+    if (p.gone) return;  // ended before it registered: it only took its rank
     std::optional<uint32_t> loc;
     for (const auto& l : g_.locations()) {
       if (l.name == p.location) loc = l.id;
@@ -647,6 +648,10 @@ class MemberRuntime {
           SLUICE_LOG_ERROR("edge %u: dropped a frame from rank %u: %s", r.edge, f.src(),
                            b.error().c_str());
           continue;
+        }
+        // A frame from a member that joined after this tick's admissions: admit it now.
+        if (f.src() >= roster_.size()) {
+          for (const auto& p : node_->take_joined()) admit(p);
         }
         auto& st = r.from[f.src()];
         ++st.frames;
@@ -1264,12 +1269,17 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
   // channels; members that failed are lost at once (no need to wait for heartbeats).
   n->watch_fd(sess->fd(), [sess, n]() {
     auto events = sess->poll();
-    if (!events) return false;  // the launcher closed the connection; heartbeats remain
+    if (!events) {  // the launcher closed the connection, or broke the protocol: heartbeats remain
+      SLUICE_LOG_INFO("no more reports from the launcher: %s", events.error().c_str());
+      return false;
+    }
     for (const auto& p : events->joined) n->add_peer(p);
     for (const auto& e : events->exits) {
       std::string how = e.signal != 0 ? "was killed by signal " + std::to_string(e.signal)
                                       : "exited with status " + std::to_string(e.status);
-      if (e.signal != 0 || e.status != 0) {
+      if (e.signal == 0 && e.status == 0) {
+        n->peer_left(e.rank);
+      } else {
         const auto& p = sess->peers()[e.rank];
         n->mark_peer_lost(e.rank, "the launcher reports that " + p.location + "/" +
                                       std::to_string(p.member) + " " + how);
@@ -1277,7 +1287,7 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
     }
     return true;
   });
-  if (auto s = n->connect(sess->peers()); !s) {
+  if (auto s = n->connect(sess->peers(), env->joined); !s) {
     SLUICE_LOG_ERROR("%s", s.error().c_str());
     return 2;
   }

@@ -18,6 +18,7 @@
 //                      start anywhere (it joined mid-stream) but must then be contiguous
 //                      (broadcast) or increasing (rr)
 //   --progress-file F  worker 0 writes F once it has received 100000 elements (and goes on)
+//   --die-member K     worker K exits 3 at once, before it joins the job
 #include <unistd.h>
 
 #include <chrono>
@@ -70,6 +71,14 @@ int main(int argc, char** argv) {
     if (a == "--until-join") until_join = static_cast<uint32_t>(std::atoi(argv[i + 1]));
     if (a == "--tail") tail = std::strtoll(argv[i + 1], nullptr, 10);
     if (a == "--progress-file") progress_file = argv[i + 1];
+    if (a == "--die-member") {
+      const char* loc = std::getenv("SLUICE_LOCATION");
+      const char* mem = std::getenv("SLUICE_MEMBER");
+      if (loc != nullptr && mem != nullptr && std::string(loc) == "workers" &&
+          std::string(mem) == argv[i + 1]) {
+        return 3;
+      }
+    }
   }
   FlowBuilder flow;
   if (mode == "seed") {

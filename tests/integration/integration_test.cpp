@@ -509,7 +509,7 @@ JoinRun join_mid_stream(const std::string& transport, const std::string& mode, T
                                    "--progress-file",
                                    dir.file("flowing"),
                                    "--sluice-transport=" + transport,
-                                   "--sluice-peer-timeout-ms=1500"};
+                                   "--sluice-peer-timeout-ms=5000"};
   if (kill_first) {
     for (const char* a : {"--victim", "1", "--ready-after", "100000", "--ready-file"}) {
       argv.push_back(a);
@@ -621,7 +621,7 @@ TEST_P(Transport, JoinAfterAMemberDiedLeavesItOutAndGetsTheRest) {
   auto before = shm_entries();
   TempDir dir;
   auto r = join_mid_stream(GetParam(), "broadcast", dir, /*kill_first=*/true);
-  EXPECT_FALSE(r.job.timed_out) << r.job.describe();
+  EXPECT_EQ(r.job.exit_code, 1) << r.job.describe();  // a member was killed
   EXPECT_EQ(r.join.exit_code, 0) << r.join.describe();
   auto events = lines_with_prefix(r.job.out, "[leader/0] leader: MemberId<workers>");
   EXPECT_NE(std::find(events.begin(), events.end(), "(1) Left"), events.end()) << r.job.describe();
@@ -637,6 +637,53 @@ TEST_P(Transport, JoinAfterAMemberDiedLeavesItOutAndGetsTheRest) {
     EXPECT_EQ(line.find("workers/1"), std::string::npos) << r.job.describe();
   }
   expect_no_shm_leftovers(before);
+}
+
+TEST(Join, AMemberThatDiesBeforeJoiningTakesItsRankAndTheNextOneJoins) {
+  TempDir dir;
+  const std::string job_file = dir.file("job");
+  SubprocessOptions opts;
+  opts.timeout_ms = 120000;
+  auto job = Subprocess::start({SLUICE_RUN_PATH,
+                                "--job-file",
+                                job_file,
+                                "--timeout-s",
+                                "90",
+                                "--on-failure",
+                                "continue",
+                                "-n",
+                                "leader=1",
+                                "-n",
+                                "workers=2",
+                                "--",
+                                CLUSTER_CHECK_PATH,
+                                "--mode",
+                                "broadcast",
+                                "--until-join",
+                                "3",
+                                "--tail",
+                                "100000",
+                                "--die-member",
+                                "2",
+                                "--sluice-peer-timeout-ms=5000"},
+                               opts);
+  ASSERT_TRUE(wait_until([&] { return !read_file(job_file).empty(); }, 60000));
+  auto first = run_command({SLUICE_RUN_PATH, "--join", job_file, "--add", "workers"});
+  EXPECT_EQ(first.exit_code, 0) << first.describe();
+  auto second = run_command({SLUICE_RUN_PATH, "--join", job_file, "--add", "workers"});
+  EXPECT_EQ(second.exit_code, 0) << second.describe();
+  EXPECT_NE(second.out.find("added workers/3 (rank 4, pid "), std::string::npos)
+      << second.describe();
+  auto r = job.wait();
+  EXPECT_EQ(r.exit_code, 1) << r.describe();  // workers/2 exited 3
+  EXPECT_NE(r.err.find("late member workers/2 exited with status 3 before it registered"),
+            std::string::npos)
+      << r.describe();
+  EXPECT_NE(r.out.find("[leader/0] leader: MemberId<workers>(3) Joined"), std::string::npos)
+      << r.describe();
+  EXPECT_EQ(r.out.find("MemberId<workers>(2) Joined"), std::string::npos) << r.describe();
+  auto w = worker_reports(r.out);
+  EXPECT_TRUE(w[3].ok && w[3].count > 0 && w[3].last == w[0].last) << r.describe();
 }
 
 TEST(Join, UnknownLocationIsRefusedAndTheJobGoesOn) {

@@ -143,6 +143,7 @@ struct Connection {
   size_t out_sent = 0;
   std::optional<uint32_t> rank;
   bool join_client = false;  // sent AddMember: a `sluice-run --join`, not a member
+  uint64_t id = 0;           // unique in the job (a freed Connection's address is reused)
   Clock::time_point register_by;
   bool close_after_flush = false;
   bool dead = false;
@@ -221,6 +222,7 @@ class Job {
   void handle_add_member(Connection& c, const wire::AddMember& a);
   void start_next_join();
   void late_member_registered(Connection& c, uint32_t rank);
+  void announce_unjoined(const Member& m);
   void reject(Connection& c, const std::string& who, const std::string& reason);
   void queue(Connection& c, std::span<const uint8_t> framed);
   void flush(Connection& c);
@@ -237,9 +239,10 @@ class Job {
   // Late members start one at a time: each registers (and is announced) before the next starts,
   // so every member learns of every other in rank order.
   struct JoinRequest {
-    Connection* client;  // may have gone away by then (checked against connections_)
+    uint64_t client;  // Connection::id; it may have gone away by then
     std::string location;
   };
+  uint64_t next_connection_id_ = 1;
   std::deque<JoinRequest> join_queue_;
   std::optional<uint32_t> joining_;  // the late member started and not yet registered
   bool job_file_written_ = false;
@@ -450,7 +453,7 @@ Status Job::start_member(Member& m) {
   if (n == static_cast<ssize_t>(sizeof child_errno)) {
     m.exec_failed = true;
     say("cannot start member " + m.ref.to_string() + ": '" + options_.command[0] +
-        "': " + detail::errno_text(child_errno) + "; ending the job");
+        "': " + detail::errno_text(child_errno) + (m.late ? "" : "; ending the job"));
   }
   return {};
 }
@@ -609,8 +612,9 @@ void Job::on_member_exit(Member& m, int wait_status) {
 
   if (joining_ == m.rank) {
     say("late member " + m.ref.to_string() + " " + describe_wait_status(wait_status) +
-        " before it registered; nobody was told of it");
+        " before it registered");
     joining_.reset();
+    announce_unjoined(m);
     start_next_join();
   }
   if (!registered_[m.rank] && !tabled_ && !rendezvous_dead_) {
@@ -647,6 +651,12 @@ void Job::end_job(int exit_code, int sig) {
   if (!exit_code_) exit_code_ = exit_code;
   if (ending_) return;
   ending_ = true;
+  for (const JoinRequest& req : join_queue_) {  // those waiting for a member get an answer
+    for (auto& c : connections_) {
+      if (c->id == req.client && !c->dead) reject(*c, "", "the job is ending");
+    }
+  }
+  join_queue_.clear();
   signal_running(sig);
   if (sig != SIGKILL) kill_at_ = Clock::now() + std::chrono::milliseconds(options_.grace_ms);
 }
@@ -787,6 +797,7 @@ void Job::accept_connections() {
       continue;  // closes it
     }
     auto c = std::make_unique<Connection>();
+    c->id = next_connection_id_++;
     c->fd = std::move(owned);
     c->register_by = Clock::now() + kRegisterTimeout;
     connections_.push_back(std::move(c));
@@ -900,7 +911,7 @@ void Job::handle_add_member(Connection& c, const wire::AddMember& a) {
     reject(c, who, rendezvous_dead_ ? *rendezvous_dead_ : std::string("the job is ending"));
     return;
   }
-  join_queue_.push_back({&c, location});
+  join_queue_.push_back({c.id, location});
   start_next_join();
 }
 
@@ -911,7 +922,7 @@ void Job::start_next_join() {
     JoinRequest req = join_queue_.front();
     join_queue_.pop_front();
     auto client = std::find_if(connections_.begin(), connections_.end(),
-                               [&](const auto& c) { return c.get() == req.client; });
+                               [&](const auto& c) { return c->id == req.client; });
     Connection* reply_to =
         client != connections_.end() && !(*client)->dead ? client->get() : nullptr;
     Member& m = members_.emplace_back();
@@ -930,6 +941,7 @@ void Job::start_next_join() {
       say("cannot add member " + m.ref.to_string() + ": " + why);
       if (reply_to != nullptr)
         reject(*reply_to, "", "cannot start " + m.ref.to_string() + ": " + why);
+      announce_unjoined(m);
       continue;
     }
     joining_ = m.rank;
@@ -939,6 +951,20 @@ void Job::start_next_join() {
       queue(*reply_to, detail::frame_message(detail::encode_member_added(
                            m.rank, m.ref, static_cast<uint32_t>(m.pid))));
     }
+  }
+}
+
+// A late member that never registered still took its rank: the others learn it is gone, so the
+// next one's rank follows on.
+void Job::announce_unjoined(const Member& m) {
+  PeerInfo gone;
+  gone.rank = m.rank;
+  gone.location = m.ref.location;
+  gone.member = m.ref.member;
+  gone.gone = true;
+  const std::vector<uint8_t> framed = detail::frame_message(detail::encode_member_joined(gone));
+  for (auto& c : connections_) {
+    if (c->rank && !c->dead && !c->close_after_flush) queue(*c, framed);
   }
 }
 

@@ -205,7 +205,8 @@ Result<LauncherSession::Events> LauncherSession::poll() {
     if (const wire::MemberJoined* joined = (*msg)->body_as_MemberJoined()) {
       if (joined->peer() == nullptr) return make_error("MemberJoined without a peer");
       PeerInfo p = detail::peer_from_wire(*joined->peer());
-      if (p.rank != peers_.size() || p.location.empty() || p.address.empty() || p.gone) {
+      // A gone one is a late member that ended before it registered: it only takes its rank.
+      if (p.rank != peers_.size() || p.location.empty() || (p.address.empty() != p.gone)) {
         return make_error("expected MemberJoined for rank " + std::to_string(peers_.size()) +
                           " with a location and an address, got rank " + std::to_string(p.rank) +
                           " (" + p.location + "/" + std::to_string(p.member) + ")");

@@ -93,7 +93,8 @@ struct Node::Impl {
   struct Peer {
     bool lost = false;
     bool bye = false;
-    bool greeted = false;  // its Hello arrived
+    bool greeted = false;   // its Hello arrived
+    bool departed = false;  // the launcher reports it exited 0
     PeerStats stats;
   };
   std::vector<Peer> peers;
@@ -197,15 +198,15 @@ struct Node::Impl {
   void grow_to(uint32_t n) {
     if (n <= job_size) return;
     {
-      std::lock_guard lock(mu);
+      std::lock_guard lock(mu);  // peer_names too: lose_peer_locked reads it from any thread
       peers.resize(n);
       job_size = n;
       check.job_size = n;
+      for (uint32_t r = static_cast<uint32_t>(peer_names.size()); r < n; ++r) {
+        peer_names.push_back("rank " + std::to_string(r));
+      }
     }
     eps.resize(n, nullptr);
-    for (uint32_t r = static_cast<uint32_t>(peer_names.size()); r < n; ++r) {
-      peer_names.push_back("rank " + std::to_string(r));
-    }
     arrivals.resize(n);
     last_rx_ns.resize(n, now_ns());
     last_tx_ns.resize(n, 0);
@@ -606,27 +607,33 @@ struct Node::Impl {
         break;
       }
       case ControlKind::kBye:
-        p.bye = true;
-        for (auto& [k, in] : ins) {
-          if (k.peer != m.src || channel_closed(in)) continue;
-          if (in.late && in.expected == 1 && in.ready.empty()) {
-            // It finished before it heard of the join: its stream to us is empty, not cut.
-            in.close_at = UINT64_MAX;
-            in.expected = UINT64_MAX;
-            continue;
-          }
-          lose_peer_locked(m.src, "it left without closing its channels");
-        }
-        for (auto& [k, out] : outs) {
-          if (k.peer == m.src && !out.acked) {
-            lose_peer_locked(m.src, "it left before acknowledging everything sent to it");
-          }
-        }
+        left_locked(m.src);
         break;
     }
     activity.fetch_add(1, std::memory_order_release);
     lock.unlock();
     cv.notify_all();
+  }
+
+  // A peer left cleanly (its Bye, or the launcher's report that it exited 0). Channels it had not
+  // closed are cut, unless a join made them and nothing came: it finished before it heard of
+  // the member that joined, so its stream to us is empty. Called with mu held.
+  void left_locked(uint32_t src) {
+    peers[src].bye = true;
+    for (auto& [k, in] : ins) {
+      if (k.peer != src || channel_closed(in)) continue;
+      if (in.late && in.expected == 1 && in.ready.empty()) {
+        in.close_at = UINT64_MAX;
+        in.expected = UINT64_MAX;
+        continue;
+      }
+      lose_peer_locked(src, "it left without closing its channels");
+    }
+    for (auto& [k, out] : outs) {
+      if (k.peer == src && !out.acked) {
+        lose_peer_locked(src, "it left before acknowledging everything sent to it");
+      }
+    }
   }
 
   static bool channel_closed(const InChannel& in) {
@@ -1001,8 +1008,15 @@ void Node::accept_joiners(const std::string& location, std::vector<uint32_t> in_
   impl_->join_rules[location] = Impl::JoinRule{std::move(in_edges), std::move(out_edges)};
 }
 
-Status Node::connect(const std::vector<PeerInfo>& peers) {
+Status Node::connect(const std::vector<PeerInfo>& peers, bool late) {
   auto& im = *impl_;
+  if (late) {
+    // Every channel of a late member was made by its join: a sender that finished before it
+    // heard of us leaves with nothing sent, which ends the channel empty rather than cut. Marked
+    // before progress starts, so no Bye is handled first.
+    std::lock_guard lock(im.mu);
+    for (auto& [k, in] : im.ins) in.late = true;
+  }
   if (peers.size() < im.job_size || peers.size() <= im.self) {
     return make_error("peer table has " + std::to_string(peers.size()) + " entries, job has " +
                       std::to_string(std::max(im.job_size, im.self + 1)));
@@ -1051,12 +1065,15 @@ Status Node::connect(const std::vector<PeerInfo>& peers) {
 void Node::await_greetings(std::chrono::milliseconds timeout) {
   auto& im = *impl_;
   std::unique_lock lock(im.mu);
-  // Every channel of a late member was made by its join: a sender that finished before it heard
-  // of us leaves (Bye) with nothing sent, which ends the channel empty rather than cut.
-  for (auto& [k, in] : im.ins) in.late = true;
+  // Those in the table; members that join meanwhile greet us when they learn of us.
+  const uint32_t known = im.job_size;
+  auto waiting_for = [&](uint32_t r) {
+    const auto& p = im.peers[r];
+    return r != im.self && !p.lost && !p.bye && !p.departed && !p.greeted;
+  };
   auto greeted = [&] {
-    for (uint32_t r = 0; r < im.job_size; ++r) {
-      if (r != im.self && !im.peers[r].lost && !im.peers[r].greeted) return false;
+    for (uint32_t r = 0; r < known; ++r) {
+      if (waiting_for(r)) return false;
     }
     return true;
   };
@@ -1070,8 +1087,8 @@ void Node::await_greetings(std::chrono::milliseconds timeout) {
     }
     im.cv.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
   }
-  for (uint32_t r = 0; r < im.job_size; ++r) {
-    if (r != im.self && !im.peers[r].lost && !im.peers[r].greeted) {
+  for (uint32_t r = 0; r < known; ++r) {
+    if (waiting_for(r)) {
       im.lose_peer_locked(
           r, "it did not greet this late member within " + std::to_string(timeout.count()) + " ms");
     }
@@ -1088,10 +1105,18 @@ void Node::add_peer(const PeerInfo& peer) {
   }
   const uint32_t r = peer.rank;
   im.grow_to(r + 1);
-  im.peer_names[r] = peer.location + "/" + std::to_string(peer.member);
   im.last_rx_ns[r] = now_ns();
   {
     std::lock_guard lock(im.mu);
+    im.peer_names[r] = peer.location + "/" + std::to_string(peer.member);
+    if (peer.gone) {
+      // A late member that ended before it registered: its rank is taken, nothing else.
+      im.peers[r].lost = true;
+      im.peers[r].stats.lost_reason = "it ended before it joined";
+      im.joined.push_back(peer);
+      im.bump();
+      return;
+    }
     if (auto it = im.join_rules.find(peer.location); it != im.join_rules.end()) {
       for (uint32_t e : it->second.in_edges) im.ins[{e, r}].late = true;
       for (uint32_t e : it->second.out_edges) im.outs[{e, r}];
@@ -1315,6 +1340,23 @@ bool Node::wait_activity(uint64_t seen, std::chrono::microseconds timeout) {
   bool moved = im.cv.wait_until(
       lock, deadline, [&] { return im.activity.load(std::memory_order_acquire) != seen; });
   return moved;
+}
+
+void Node::peer_left(uint32_t rank) {
+  auto& im = *impl_;
+  std::lock_guard lock(im.mu);
+  if (rank >= im.job_size || rank == im.self) return;
+  im.peers[rank].departed = true;
+  // A member exits 0 only once everything it sent on a channel it knew of was acknowledged, so a
+  // channel from it that a join made and that is still open and empty was never used.
+  for (auto& [k, in] : im.ins) {
+    if (k.peer == rank && in.late && !Impl::channel_closed(in) && in.expected == 1 &&
+        in.ready.empty()) {
+      in.close_at = UINT64_MAX;
+      in.expected = UINT64_MAX;
+    }
+  }
+  im.bump();
 }
 
 void Node::mark_peer_lost(uint32_t rank, const std::string& reason) {

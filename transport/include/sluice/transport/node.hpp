@@ -108,15 +108,16 @@ class Node {
   // Creates endpoints to every other rank in `peers` (indexed by rank; a late member's table may
   // be longer than the job size given to create()), says hello, starts the progress thread.
   // Peers marked gone get no endpoint: they count as lost, and their channels into this member
-  // as closed before any frame.
-  Status connect(const std::vector<PeerInfo>& peers);
+  // as closed before any frame. `late`: this member joined a running job (see await_greetings).
+  Status connect(const std::vector<PeerInfo>& peers, bool late = false);
 
   // A late member, after connect(): waits until every live peer greeted it (it learned of this
   // member and made its endpoint and channels), at most `timeout`; one that did not is lost.
   void await_greetings(std::chrono::milliseconds timeout);
 
   // A member joined the running job (its rank is the next one): endpoint, hello, the channels
-  // accept_joiners() named. Call on the progress thread, i.e. from a watch_fd callback.
+  // accept_joiners() named; one marked gone (it ended before it registered) only takes its rank.
+  // Call on the progress thread, i.e. from a watch_fd callback.
   void add_peer(const PeerInfo& peer);
   // The members add_peer() added since the last call (runtime thread).
   std::vector<PeerInfo> take_joined();
@@ -164,6 +165,10 @@ class Node {
 
   // Marks a peer lost from outside (e.g. the launcher reported its exit).
   void mark_peer_lost(uint32_t rank, const std::string& reason);
+  // The launcher reports a peer exited 0. It may have finished while this member joined, never
+  // hearing of it: channels from it that the join made and that are still empty end empty, and
+  // await_greetings() stops waiting for it.
+  void peer_left(uint32_t rank);
   bool peer_lost(uint32_t rank) const;
 
   // Says goodbye to every peer, flushes and closes endpoints, stops the progress thread.
