@@ -840,7 +840,7 @@ class MemberRuntime {
   // tick: the runtime thread never waits on a peer for long, so it keeps consuming its own
   // inputs (two members whose windows are both full would otherwise wait for each other).
   static constexpr std::chrono::microseconds kMaxSendWait{2000};
-  // A broadcast batch encoded once per flush; every destination's frame sends these bytes.
+  // A broadcast frame's elements encoded once per flush; every destination's frame sends them.
   struct Encoded {
     transport::PooledBuffer bytes;  // empty when `data` is the batch's own memory
     const uint8_t* data = nullptr;
@@ -852,25 +852,39 @@ class MemberRuntime {
   };
   size_t flush(uint64_t tick) {
     size_t total = 0;
-    std::unordered_map<const ir::BatchBase*, std::shared_ptr<const Encoded>> encoded;
-    auto encode_once = [&](const ir::EdgeCodec& codec, const ir::AnyBatch& b) {
-      auto& e = encoded[b.get()];
-      if (e == nullptr) {
-        auto enc = std::make_shared<Encoded>();
-        if (codec.raw) {  // plain values: the frame gathers them from the batch itself
-          auto view = codec.raw(*b);
-          enc->data = view.data();
-          enc->size = view.size();
-        } else {
-          enc->size = codec.encoded_size(*b);
-          enc->bytes = transport::pool_allocate(enc->size);
-          enc->data = enc->bytes.get();
-          uint8_t* end = codec.encode(*b, enc->bytes.get(), nullptr);
-          assert(end == enc->bytes.get() + enc->size && "a Codec's size() disagrees with encode()");
-          (void)end;
+    // A broadcast frame's element bytes, encoded once for every destination whose frame holds
+    // the same batches, as one contiguous piece: the transport then sends it split (see
+    // transport::FrameHeader), so each member pulls it by zero-copy rendezvous instead of the
+    // sender copying it into every member's FIFO. A single plain-value batch is its own memory.
+    std::map<std::vector<const ir::BatchBase*>, std::shared_ptr<const Encoded>> encoded;
+    auto encode_once = [&](const ir::EdgeCodec& codec, const std::vector<ir::AnyBatch>& batches,
+                           size_t bytes) {
+      std::vector<const ir::BatchBase*> key;
+      for (const auto& b : batches) key.push_back(b.get());
+      auto& e = encoded[key];
+      if (e != nullptr) return e;
+      auto enc = std::make_shared<Encoded>();
+      if (batches.size() == 1 && codec.raw) {
+        auto view = codec.raw(*batches[0]);
+        enc->data = view.data();
+        enc->size = view.size();
+      } else {
+        enc->bytes = transport::pool_allocate(bytes);
+        enc->data = enc->bytes.get();
+        enc->size = bytes;
+        uint8_t* p = enc->bytes.get();
+        for (const auto& b : batches) {
+          if (codec.raw) {
+            auto view = codec.raw(*b);
+            if (!view.empty()) std::memcpy(p, view.data(), view.size());
+            p += view.size();
+          } else {
+            p = codec.encode(*b, p, nullptr);
+          }
         }
-        e = std::move(enc);
+        assert(p == enc->bytes.get() + bytes && "a Codec's size() disagrees with encode()");
       }
+      e = std::move(enc);
       return e;
     };
     for (auto& s : sends_) {
@@ -912,8 +926,7 @@ class MemberRuntime {
         keep->batches.assign(s.pending.begin() + static_cast<long>(i),
                              s.pending.begin() + static_cast<long>(j));
         if (nets_.at(s.ir_node).route == ir::Route::kBroadcast) {
-          for (size_t k = i; k < j; ++k)
-            keep->encoded.push_back(encode_once(*s.codec, s.pending[k]));
+          keep->encoded.push_back(encode_once(*s.codec, keep->batches, bytes));
         }
         auto st = node_->send_data(
             s.edge, s.dst, tick, static_cast<uint32_t>(count), bytes,

@@ -212,5 +212,57 @@ TEST(FrameHeader, UnknownKindIsRejected) {
   EXPECT_NE(r.error().find("kind 9"), std::string::npos) << r.error();
 }
 
+// A split data frame: the header is the struct plus the prefix it announces.
+std::vector<uint8_t> split_header(FrameHeader h, size_t prefix_bytes) {
+  std::vector<uint8_t> out(sizeof h + prefix_bytes, 0);
+  std::memcpy(out.data(), &h, sizeof h);
+  return out;
+}
+
+TEST(FrameHeader, SplitHeaderCarriesItsPrefix) {
+  FrameHeader h;
+  h.prefix = 40;
+  h.length = 4096;
+  auto bytes = split_header(h, 40);
+  auto r = decode_frame_header(bytes);
+  ASSERT_TRUE(r) << r.error();
+  EXPECT_EQ(r->prefix, 40u);
+  EXPECT_EQ(r->length, 4096u);
+}
+
+TEST(FrameHeader, SplitHeaderShorterThanItsPrefixIsRejected) {
+  FrameHeader h;
+  h.prefix = 40;
+  h.length = 4096;
+  auto bytes = split_header(h, 16);
+  auto r = decode_frame_header(bytes);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().find("plus the 40-byte prefix it announces"), std::string::npos) << r.error();
+}
+
+TEST(FrameHeader, PrefixLongerThanTheFrameOrTheLimitIsRejected) {
+  FrameHeader h;
+  h.prefix = 64;
+  h.length = 32;
+  auto r = decode_frame_header(split_header(h, 64));
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().find("64-byte prefix of a 32-byte frame"), std::string::npos) << r.error();
+  h.prefix = kMaxFramePrefix + 8;
+  h.length = 1 << 20;
+  r = decode_frame_header(split_header(h, h.prefix));
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().find("limit"), std::string::npos) << r.error();
+}
+
+TEST(FrameHeader, SplitControlFrameIsRejected) {
+  FrameHeader h;
+  h.kind = FrameKind::kControl;
+  h.prefix = 8;
+  h.length = 64;
+  auto r = decode_frame_header(split_header(h, 8));
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().find("only data frames are split"), std::string::npos) << r.error();
+}
+
 }  // namespace
 }  // namespace sluice::transport

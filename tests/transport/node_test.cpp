@@ -198,6 +198,39 @@ TEST_P(NodeTest, GatherFramesSendHolesFromTheirSourceAndArriveContiguous) {
   }
 }
 
+TEST_P(NodeTest, FrameWhoseOneHoleEndsItGoesSplitAndArrivesWhole) {
+  make_job(2, {}, [](uint32_t r, Node& n) {
+    if (r == 0) n.declare_output(0, 1);
+    if (r == 1) n.expect_input(0, 0);
+  });
+  connect_all(table());
+  // A small inline part, then one hole to the end: the frame goes split (its prefix in the AM
+  // header, the hole as a contiguous payload). Element sizes that are not a multiple of 8 leave
+  // FlatBuffers padding after the hole, which the receiver restores. Eager and rendezvous sizes.
+  for (size_t payload : {size_t{1} << 20, size_t{300} * 1024 + 3, size_t{1000}, size_t{61}}) {
+    auto a = std::make_shared<std::vector<uint8_t>>(payload);
+    for (size_t i = 0; i < payload; ++i) (*a)[i] = static_cast<uint8_t>(i * 7 + 1);
+    size_t bytes = 16 + payload;
+    ASSERT_EQ(nodes_[0]->send_data(
+                  0, 1, 1, 1, bytes,
+                  [&](uint8_t* p, std::vector<FrameHole>& holes) {
+                    std::memset(p, 0x11, 16);
+                    holes.push_back({p + 16, a->data(), payload});
+                  },
+                  a),
+              SendStatus::kOk);
+    auto expected = *a;
+    a.reset();  // the node keeps the source alive until the send completes
+    std::vector<RxFrame> got;
+    ASSERT_TRUE(take_until(*nodes_[1], 0, got, [&] { return !got.empty(); }));
+    auto e = got[0].elements();
+    ASSERT_EQ(e.size(), bytes) << payload;
+    EXPECT_EQ(std::count(e.begin(), e.begin() + 16, uint8_t{0x11}), 16) << payload;
+    EXPECT_TRUE(std::equal(expected.begin(), expected.end(), e.begin() + 16)) << payload;
+  }
+  EXPECT_EQ(nodes_[0]->stats()[1].frames_split, 4u);
+}
+
 TEST_P(NodeTest, SlowReceiverPushesBackOnTheSender) {
   TransportOptions opts;
   opts.window_bytes = 64 * 1024;
@@ -372,15 +405,37 @@ TEST_P(NodeTest, MalformedFramesAreRejectedAndTheReceiverKeepsRunning) {
   OwnedFrame liar = frame(0, 0, 1, 64);
   FrameHeader h7 = liar.header(kRogue);
   rogue.send(1, &h7, sizeof h7, liar.bytes().data(), liar.bytes().size());
+  // 8. split: the header announces a longer prefix than it carries
+  const size_t prefix = good.bytes().size() - 64;  // the elements are the last 64 bytes
+  std::vector<uint8_t> split(sizeof h + prefix);
+  FrameHeader h8 = h;
+  h8.prefix = static_cast<uint32_t>(prefix + 8);
+  std::memcpy(split.data(), &h8, sizeof h8);
+  std::memcpy(split.data() + sizeof h8, good.bytes().data(), prefix);
+  rogue.send(1, split.data(), split.size(), good.bytes().data() + prefix, 64);
+  // 9. split: the payload falls short of the frame by more than padding
+  FrameHeader h9 = h;
+  h9.prefix = static_cast<uint32_t>(prefix);
+  std::memcpy(split.data(), &h9, sizeof h9);
+  rogue.send(1, split.data(), split.size(), good.bytes().data() + prefix, 48);
+  // 10. split and well formed, for an edge the receiver does not have: it is put back together
+  // and verified, and only then refused for its edge
+  OwnedFrame split_wrong_edge = frame(98, kRogue, 1, 64);
+  FrameHeader h10 = split_wrong_edge.header(kRogue);
+  h10.prefix = static_cast<uint32_t>(split_wrong_edge.bytes().size() - 64);
+  std::vector<uint8_t> split10(sizeof h10 + h10.prefix);
+  std::memcpy(split10.data(), &h10, sizeof h10);
+  std::memcpy(split10.data() + sizeof h10, split_wrong_edge.bytes().data(), h10.prefix);
+  rogue.send(1, split10.data(), split10.size(), split_wrong_edge.bytes().data() + h10.prefix, 64);
 
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (rx.rejected_frames() < 7 && std::chrono::steady_clock::now() < deadline) {
+  while (rx.rejected_frames() < 10 && std::chrono::steady_clock::now() < deadline) {
     rogue.progress();
     progress_all();
     uint64_t seen = rx.activity();
     rx.wait_activity(seen, milliseconds(10));
   }
-  EXPECT_EQ(rx.rejected_frames(), 7u);
+  EXPECT_EQ(rx.rejected_frames(), 10u);
 
   // The legitimate sender is unaffected.
   ASSERT_EQ(send_values(*nodes_[0], 0, 1, 42, 3), SendStatus::kOk);

@@ -60,12 +60,22 @@ Status check_size(std::span<const uint8_t> frame, const FrameCheck& check, const
 }  // namespace
 
 Result<FrameHeader> decode_frame_header(std::span<const uint8_t> header) {
-  if (header.size() != sizeof(FrameHeader)) {
+  if (header.size() < sizeof(FrameHeader)) {
     return make_error("frame header has " + std::to_string(header.size()) + " bytes, expected " +
                       std::to_string(sizeof(FrameHeader)));
   }
   FrameHeader h;
   std::memcpy(&h, header.data(), sizeof h);
+  if (header.size() != sizeof(FrameHeader) + h.prefix) {
+    return make_error("frame header has " + std::to_string(header.size()) + " bytes, expected " +
+                      std::to_string(sizeof(FrameHeader)) + " plus the " +
+                      std::to_string(h.prefix) + "-byte prefix it announces");
+  }
+  if (h.prefix > kMaxFramePrefix || h.prefix > h.length) {
+    return make_error("frame header announces a " + std::to_string(h.prefix) +
+                      "-byte prefix of a " + std::to_string(h.length) + "-byte frame (limit " +
+                      std::to_string(kMaxFramePrefix) + ")");
+  }
   if (h.magic != kFrameMagic) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "frame header magic 0x%08x, expected 0x%08x", h.magic,
@@ -75,6 +85,9 @@ Result<FrameHeader> decode_frame_header(std::span<const uint8_t> header) {
   if (h.kind != FrameKind::kData && h.kind != FrameKind::kControl) {
     return make_error("frame header kind " + std::to_string(static_cast<uint32_t>(h.kind)) +
                       " is neither data (1) nor control (2)");
+  }
+  if (h.kind == FrameKind::kControl && h.prefix != 0) {
+    return make_error("control frame header announces a prefix (only data frames are split)");
   }
   return h;
 }

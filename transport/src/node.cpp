@@ -53,6 +53,7 @@ struct Node::Impl {
   FrameCheck check;
   detail::UcpContext context;  // member order: context outlives worker outlives endpoints
   detail::UcpWorker worker;
+  size_t max_am_header = 0;  // what UCX carries in an AM header (0: no split frames)
   int worker_fd = -1;
   int wake_fd = -1;
   int epoll_fd = -1;
@@ -268,7 +269,33 @@ struct Node::Impl {
     FrameHeader header;
     OwnedFrame frame;
     std::vector<ucp_dt_iov_t> iov;  // gather frames: the pieces, in order
+    std::vector<uint8_t> split;     // split frames: FrameHeader + the frame's prefix
   };
+
+  // A gather frame whose one hole runs to the end of the frame (but for padding) goes split: its
+  // bytes before the hole ride in the AM header, the hole is the contiguous payload (see
+  // FrameHeader). Fills op->split; false when the frame does not have that shape.
+  bool split_frame(SendOp& op) const {
+    const auto& holes = op.frame.holes();
+    if (holes.size() != 1 || op.frame.kind() != FrameKind::kData) return false;
+    const auto bytes = op.frame.bytes();
+    const FrameHole& h = holes[0];
+    const size_t prefix = static_cast<size_t>(h.at - bytes.data());
+    const size_t tail = bytes.size() - prefix - h.size;
+    if (h.size == 0 || prefix > kMaxFramePrefix || tail > kMaxSplitTail ||
+        sizeof(FrameHeader) + prefix > max_am_header) {
+      return false;
+    }
+    for (size_t i = 0; i < tail; ++i) {
+      if (h.at[h.size + i] != 0) return false;  // the receiver fills the tail with zeros
+    }
+    FrameHeader fh = op.header;
+    fh.prefix = static_cast<uint32_t>(prefix);
+    op.split.resize(sizeof fh + prefix);
+    std::memcpy(op.split.data(), &fh, sizeof fh);
+    std::memcpy(op.split.data() + sizeof fh, bytes.data(), prefix);
+    return true;
+  }
 
   // `to_departing`: the peer said Bye but is known to still listen (see finish).
   void do_send(uint32_t dst, OwnedFrame frame, bool to_departing = false) {
@@ -283,7 +310,7 @@ struct Node::Impl {
         st.bytes_sent += frame.bytes().size();
       }
     }
-    auto* op = new SendOp{this, dst, frame.header(self), std::move(frame), {}};
+    auto* op = new SendOp{this, dst, frame.header(self), std::move(frame), {}, {}};
     ucp_request_param_t param{};
     param.op_attr_mask =
         UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_MEMORY_TYPE;
@@ -294,7 +321,18 @@ struct Node::Impl {
     unsigned id = op->frame.kind() == FrameKind::kData ? kAmData : kAmControl;
     const void* buffer = bytes.data();
     size_t count = bytes.size();
-    if (!op->frame.holes().empty()) {
+    const void* header = &op->header;
+    size_t header_size = sizeof op->header;
+    if (split_frame(*op)) {
+      {
+        std::lock_guard lock(mu);
+        ++peers[dst].stats.frames_split;
+      }
+      header = op->split.data();
+      header_size = op->split.size();
+      buffer = op->frame.holes()[0].src;
+      count = op->frame.holes()[0].size;
+    } else if (!op->frame.holes().empty()) {
       // Frame pieces between the holes, and the holes' sources: UCX sends them as one message.
       const uint8_t* at = bytes.data();
       for (const auto& h : op->frame.holes()) {
@@ -310,8 +348,7 @@ struct Node::Impl {
       buffer = op->iov.data();
       count = op->iov.size();
     }
-    ucs_status_ptr_t r =
-        ucp_am_send_nbx(eps[dst], id, &op->header, sizeof op->header, buffer, count, &param);
+    ucs_status_ptr_t r = ucp_am_send_nbx(eps[dst], id, header, header_size, buffer, count, &param);
     last_tx_ns[dst] = now_ns();
     if (r == nullptr) {
       delete op;
@@ -371,13 +408,20 @@ struct Node::Impl {
       return make_error("frame header names source rank " + std::to_string(h->src) +
                         ", not a peer in a job of " + std::to_string(job_size));
     }
-    if (h->length != length) {
+    // A split frame's payload is the frame less its prefix and at most kMaxSplitTail bytes of
+    // padding; any other frame is the whole payload.
+    const uint64_t carried = h->prefix + static_cast<uint64_t>(length);
+    if (h->prefix == 0
+            ? h->length != length
+            : (length == 0 || carried > h->length || h->length - carried > kMaxSplitTail)) {
       return make_error("frame header announces " + std::to_string(h->length) +
                         " bytes but the transport delivered " + std::to_string(length) +
+                        (h->prefix != 0 ? " after a " + std::to_string(h->prefix) + "-byte prefix"
+                                        : std::string()) +
                         " (truncated or padded)");
     }
-    if (length > opts.max_frame_bytes) {
-      return make_error("frame of " + std::to_string(length) + " bytes exceeds the " +
+    if (h->length > opts.max_frame_bytes) {
+      return make_error("frame of " + std::to_string(h->length) + " bytes exceeds the " +
                         std::to_string(opts.max_frame_bytes) + "-byte limit");
     }
     return h;
@@ -395,19 +439,27 @@ struct Node::Impl {
     auto a = std::make_unique<Arrival>();
     a->impl = this;
     a->src = src;
-    a->length = length;
+    a->length = h->length;
+    const size_t prefix = h->prefix;
     ucs_status_t ret = UCS_OK;
     // No exception may cross UCX's C frames: a failed allocation rejects the frame instead.
     try {
-      if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) ||
+      if (prefix != 0 || (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) ||
           !(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) ||
           reinterpret_cast<uintptr_t>(data) % 8 != 0) {
-        a->heap = pool_allocate(length);
+        a->heap = pool_allocate(h->length);
       }
     } catch (const std::bad_alloc&) {
-      reject(src, "no memory for a frame of " + std::to_string(length) + " bytes");
+      reject(src, "no memory for a frame of " + std::to_string(h->length) + " bytes");
       break_channels_from(src);
       return UCS_OK;
+    }
+    if (prefix != 0) {
+      // Split: the prefix came in the header; the payload lands right after it; the padding
+      // left out is zeros.
+      uint8_t* frame = a->heap.get();
+      std::memcpy(frame, static_cast<const uint8_t*>(header) + sizeof(FrameHeader), prefix);
+      std::memset(frame + prefix + length, 0, h->length - prefix - length);
     }
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
       a->data = a->heap.get();
@@ -417,7 +469,8 @@ struct Node::Impl {
       p.cb.recv_am = &Impl::on_rndv_done;
       p.user_data = a.get();
       p.memory_type = UCS_MEMORY_TYPE_HOST;
-      ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker.get(), data, a->heap.get(), length, &p);
+      ucs_status_ptr_t r =
+          ucp_am_recv_data_nbx(worker.get(), data, a->heap.get() + prefix, length, &p);
       if (r == nullptr) {
         a->ready = true;
       } else if (UCS_PTR_IS_ERR(r)) {
@@ -425,15 +478,15 @@ struct Node::Impl {
         a->failed = true;
         reject(src, detail::ucs_error("receiving a rendezvous frame", UCS_PTR_STATUS(r)));
       }
-    } else if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) &&
+    } else if (prefix == 0 && (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) &&
                reinterpret_cast<uintptr_t>(data) % 8 == 0) {
       a->ucx_data = data;  // keep UCX's descriptor: zero-copy receive
       a->data = static_cast<const uint8_t*>(data);
       a->ready = true;
       ret = UCS_INPROGRESS;
     } else {
-      // Transient or misaligned data: copy into an aligned buffer.
-      std::memcpy(a->heap.get(), data, length);
+      // Transient or misaligned data, or the rest of a split frame: copy into an aligned buffer.
+      std::memcpy(a->heap.get() + prefix, data, length);
       a->data = a->heap.get();
       a->ready = true;
     }
@@ -939,6 +992,13 @@ Result<std::unique_ptr<Node>> Node::create(const TransportOptions& opts, uint32_
     if (id == kAmData) hp.flags |= UCP_AM_FLAG_PERSISTENT_DATA;
     ucs_status_t s = ucp_worker_set_am_recv_handler(impl->worker.get(), &hp);
     if (s != UCS_OK) return make_error(detail::ucs_error("ucp_worker_set_am_recv_handler", s));
+  }
+  {
+    ucp_worker_attr_t attr{};
+    attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
+    if (ucp_worker_query(impl->worker.get(), &attr) == UCS_OK) {
+      impl->max_am_header = attr.max_am_header;
+    }
   }
   impl->peers.resize(job_size);
   impl->eps.assign(job_size, nullptr);

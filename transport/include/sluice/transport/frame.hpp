@@ -30,15 +30,26 @@ enum class FrameKind : uint32_t { kData = 1, kControl = 2 };
 // The UCP AM header that precedes every frame. Plain little-endian struct. `src` lets the
 // receiver keep a peer's frames in arrival order before it can read them (rendezvous); it is
 // checked against the frame's own src once the frame is verified.
+//
+// A *split* data frame (prefix > 0) carries its first `prefix` bytes in the AM header, right
+// after this struct, and the rest as the AM payload, which is then one contiguous piece of
+// memory (the element bytes a gather frame sends from elsewhere). UCX moves a contiguous payload
+// by zero-copy rendezvous (over shm the receiver pulls it with one CMA copy), where a scattered
+// one goes by copy-through-FIFO fragments that cost the sender a copy per destination. The last
+// 0..7 bytes of a split frame (FlatBuffers padding after the elements) are not sent: the
+// receiver zeroes them.
 struct FrameHeader {
   uint32_t magic = kFrameMagic;
   FrameKind kind = FrameKind::kData;
   uint32_t src = 0;
-  uint32_t reserved = 0;
-  uint64_t length = 0;  // bytes of the FlatBuffers frame that follows
+  uint32_t prefix = 0;  // split frames: frame bytes in the AM header after this struct
+  uint64_t length = 0;  // bytes of the whole FlatBuffers frame
 };
 static_assert(sizeof(FrameHeader) == 24);
+inline constexpr uint32_t kMaxFramePrefix = 1024;  // a split frame's prefix is the frame's table
+inline constexpr size_t kMaxSplitTail = 7;         // padding bytes a split frame leaves out
 
+// Checks the AM header of a frame (its size must be the struct plus `prefix`).
 Result<FrameHeader> decode_frame_header(std::span<const uint8_t> header);
 
 // Part of a frame's element bytes that is never copied into the frame: the `size` bytes at

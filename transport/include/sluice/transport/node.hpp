@@ -76,6 +76,7 @@ enum class SendStatus { kOk, kWouldBlock, kPeerLost, kShutdown };
 struct PeerStats {
   uint64_t frames_sent = 0, bytes_sent = 0, frames_received = 0, bytes_received = 0;
   uint64_t frames_rejected = 0;
+  uint64_t frames_split = 0;  // sent split: prefix in the AM header, one contiguous payload
   uint64_t blocked_ns = 0;  // time senders waited for window
   std::string lanes;        // transports UCX chose for the endpoint
   bool lost = false;
