@@ -289,14 +289,25 @@ class MemberRuntime {
     uint64_t next = 0;            // round_robin: the index in the stream of the next element
     uint64_t dropped = 0;         // elements naming no member of the cluster (demux)
   };
+  // A batch waiting for its frame. round_robin's share of a batch is every `stride`-th element
+  // from `first`; for bulk-copyable types it is gathered straight into the frame at flush.
+  struct Pending {
+    ir::AnyBatch batch;
+    size_t first = 0;
+    size_t stride = 1;
+    size_t size() const {
+      const size_t n = batch->size();
+      return stride == 1 ? n : (n > first ? (n - first + stride - 1) / stride : 0);
+    }
+  };
   struct Send {
     uint32_t edge;
     uint32_t dst;
     uint32_t ir_node;
     uint32_t input;
     const ir::EdgeCodec* codec;
-    std::vector<ir::AnyBatch> pending;  // batches not yet sent, encoded into one frame at flush
-    bool done = false;                  // its input will bring nothing more
+    std::vector<Pending> pending;  // not yet sent, encoded into one frame at flush
+    bool done = false;             // its input will bring nothing more
     bool failed = false;
     bool blocked = false;  // the last flush found the window full
     bool closed = false;
@@ -473,7 +484,7 @@ class MemberRuntime {
 
   // Discards an output's pending batches from `first` on, counting their elements as dropped.
   static void drop_pending(Send& s, size_t first) {
-    for (size_t k = first; k < s.pending.size(); ++k) s.dropped += s.pending[k]->size();
+    for (size_t k = first; k < s.pending.size(); ++k) s.dropped += s.pending[k].size();
     s.pending.clear();
   }
 
@@ -544,17 +555,17 @@ class MemberRuntime {
                          member_name(s.dst).c_str());
       }
     }
-    auto to = [&](size_t m, const ir::AnyBatch& b) {
-      if (b == nullptr || b->size() == 0) return;
+    auto to = [&](size_t m, Pending p) {
+      if (p.batch == nullptr || p.size() == 0) return;
       if (net.outs[m] == kNoSend) {
-        net.dropped += b->size();  // a member id nobody here has an output for
+        net.dropped += p.size();  // a member id nobody here has an output for
         return;
       }
       Send& s = sends_[net.outs[m]];
       if (present(net, m)) {
-        s.pending.push_back(b);
+        s.pending.push_back(std::move(p));
       } else {
-        s.dropped += b->size();
+        s.dropped += p.size();
       }
     };
     const size_t count = net.outs.size();
@@ -564,7 +575,7 @@ class MemberRuntime {
         case ir::Route::kOne:
         case ir::Route::kBroadcast:  // the same batch (encoded once at flush) to every member
           for (size_t m = 0; m < count; ++m) {
-            if (net.outs[m] != kNoSend) to(m, b);
+            if (net.outs[m] != kNoSend) to(m, {b});
           }
           break;
         case ir::Route::kDemux: {
@@ -574,7 +585,7 @@ class MemberRuntime {
           for (size_t m = 0; m < count; ++m) {
             if (per[m] == nullptr) continue;
             placed += per[m]->size();
-            to(m, per[m]);
+            to(m, {per[m]});
           }
           net.dropped += b->size() - placed;  // named no member of the cluster
           break;
@@ -592,7 +603,11 @@ class MemberRuntime {
           size_t n = members.size();
           for (size_t j = 0; j < n; ++j) {
             size_t first = (j + n - net.next % n) % n;
-            to(members[j], net.codec->stride(*b, first, n));
+            if (net.codec->encode_strided) {  // gathered into the frame at flush
+              to(members[j], {b, first, n});
+            } else {
+              to(members[j], {net.codec->stride(*b, first, n)});
+            }
           }
           net.next += b->size();
           break;
@@ -899,10 +914,12 @@ class MemberRuntime {
       while (i < s.pending.size()) {
         size_t j = i, bytes = 0, count = 0;
         while (j < s.pending.size()) {
-          size_t b = s.codec->encoded_size(*s.pending[j]);
+          const Pending& pj = s.pending[j];
+          size_t b = pj.stride == 1 ? s.codec->encoded_size(*pj.batch)
+                                    : s.codec->strided_size(*pj.batch, pj.first, pj.stride);
           if (j > i && bytes + b > limit) break;
           bytes += b;
-          count += s.pending[j]->size();
+          count += pj.size();
           ++j;
         }
         if (bytes > limit) {
@@ -923,8 +940,7 @@ class MemberRuntime {
           }
         };
         auto keep = std::make_shared<FrameKeep>();
-        keep->batches.assign(s.pending.begin() + static_cast<long>(i),
-                             s.pending.begin() + static_cast<long>(j));
+        for (size_t k = i; k < j; ++k) keep->batches.push_back(s.pending[k].batch);
         if (nets_.at(s.ir_node).route == ir::Route::kBroadcast) {
           keep->encoded.push_back(encode_once(*s.codec, keep->batches, bytes));
         }
@@ -940,7 +956,11 @@ class MemberRuntime {
               } else {
                 Holes sink;
                 sink.out = &holes;
-                for (size_t k = i; k < j; ++k) p = s.codec->encode(*s.pending[k], p, &sink);
+                for (size_t k = i; k < j; ++k) {
+                  const Pending& pk = s.pending[k];
+                  p = pk.stride == 1 ? s.codec->encode(*pk.batch, p, &sink)
+                                     : s.codec->encode_strided(*pk.batch, pk.first, pk.stride, p);
+                }
               }
               assert(p == start + bytes && "a Codec's size() disagrees with its encode()");
               (void)start;

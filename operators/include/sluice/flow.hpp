@@ -512,6 +512,20 @@ void add_stride(ir::EdgeCodec& c) {
     for (size_t i = first; i < xs.size(); i += stride) out->items.push_back(xs[i]);
     return out;
   };
+  if constexpr (BulkCopyable<T>) {
+    c.strided_size = [](const ir::BatchBase& b, size_t first, size_t stride) {
+      const size_t n = b.size();
+      return n > first ? (n - first + stride - 1) / stride * sizeof(T) : 0;
+    };
+    c.encode_strided = [](const ir::BatchBase& b, size_t first, size_t stride, uint8_t* out) {
+      const auto& xs = static_cast<const ir::Batch<T>&>(b).items;
+      for (size_t i = first; i < xs.size(); i += stride) {
+        std::memcpy(out, &xs[i], sizeof(T));
+        out += sizeof(T);
+      }
+      return out;
+    };
+  }
 }
 
 // Records a network node from a collection at `from` to location `to`.

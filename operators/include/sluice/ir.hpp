@@ -150,6 +150,11 @@ struct EdgeCodec {
   std::function<void(const BatchBase&, std::vector<AnyBatch>& per_member)> split;
   // round_robin: the elements first, first + stride, first + 2 * stride, ... of a batch.
   std::function<AnyBatch(const BatchBase&, size_t first, size_t stride)> stride;
+  // Bulk-copyable types: those elements' encoding (size, and written straight into a frame), so
+  // a member's share of a batch needs no batch of its own.
+  std::function<size_t(const BatchBase&, size_t first, size_t stride)> strided_size;
+  std::function<uint8_t*(const BatchBase&, size_t first, size_t stride, uint8_t* out)>
+      encode_strided;
 };
 
 // Where a network edge sends each element.
