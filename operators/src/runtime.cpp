@@ -965,7 +965,7 @@ class MemberRuntime {
               assert(p == start + bytes && "a Codec's size() disagrees with its encode()");
               (void)start;
             },
-            keep, kMaxSendWait);
+            keep, kMaxSendWait, /*split=*/!keep->encoded.empty());
         if (st == transport::SendStatus::kWouldBlock) {
           s.blocked = true;
           break;

@@ -272,12 +272,30 @@ struct Node::Impl {
     std::vector<uint8_t> split;     // split frames: FrameHeader + the frame's prefix
   };
 
+  // Whether frames to `dst` may go split. Not over tcp: UCX 1.13's tcp rendezvous (put) asserts
+  // and aborts the process when the peer dies mid-transfer (tcp_ep.c, PUT_TX_WAITING_ACK), and
+  // the gather path it replaces costs nothing extra there. With `auto`, only once the endpoint's
+  // lanes are known and have no tcp in them. Progress thread only.
+  bool split_lanes(uint32_t dst) const {
+    switch (opts.kind) {
+      case TransportKind::kShm:
+        return true;
+      case TransportKind::kTcp:
+        return false;
+      default:
+        return lanes_known[dst] && peers[dst].stats.lanes.find("tcp") == std::string::npos;
+    }
+  }
+
   // A gather frame whose one hole runs to the end of the frame (but for padding) goes split: its
   // bytes before the hole ride in the AM header, the hole is the contiguous payload (see
   // FrameHeader). Fills op->split; false when the frame does not have that shape.
   bool split_frame(SendOp& op) const {
     const auto& holes = op.frame.holes();
-    if (holes.size() != 1 || op.frame.kind() != FrameKind::kData) return false;
+    if (!op.frame.split() || holes.size() != 1 || op.frame.kind() != FrameKind::kData ||
+        !split_lanes(op.dst)) {
+      return false;
+    }
     const auto bytes = op.frame.bytes();
     const FrameHole& h = holes[0];
     const size_t prefix = static_cast<size_t>(h.at - bytes.data());
@@ -1214,7 +1232,7 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
 SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
                            const std::function<void(uint8_t*, std::vector<FrameHole>&)>& encode,
                            std::shared_ptr<const void> keepalive,
-                           std::chrono::microseconds max_wait) {
+                           std::chrono::microseconds max_wait, bool split) {
   auto& im = *impl_;
   uint64_t seq;
   {
@@ -1263,6 +1281,7 @@ SendStatus Node::send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t 
   if (bytes > 0) encode(p, holes);
   OwnedFrame f = b.finish();
   if (!holes.empty()) f.set_holes(std::move(holes), std::move(keepalive));
+  f.set_split(split);
   {
     std::lock_guard lock(im.mu);
     im.outs[{edge, dst}].in_flight += f.bytes().size();

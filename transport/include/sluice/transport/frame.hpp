@@ -35,7 +35,8 @@ enum class FrameKind : uint32_t { kData = 1, kControl = 2 };
 // after this struct, and the rest as the AM payload, which is then one contiguous piece of
 // memory (the element bytes a gather frame sends from elsewhere). UCX moves a contiguous payload
 // by zero-copy rendezvous (over shm the receiver pulls it with one CMA copy), where a scattered
-// one goes by copy-through-FIFO fragments that cost the sender a copy per destination. The last
+// one often goes by copy-through-FIFO fragments that cost the sender a copy per destination:
+// broadcast frames go split (OwnedFrame::set_split). The last
 // 0..7 bytes of a split frame (FlatBuffers padding after the elements) are not sent: the
 // receiver zeroes them.
 struct FrameHeader {
@@ -73,6 +74,11 @@ class OwnedFrame {
     keepalive_ = std::move(keepalive);
   }
   const std::vector<FrameHole>& holes() const { return holes_; }
+  // May go split (see FrameHeader) when its one hole runs to its end. Worth it where several
+  // destinations get the same payload (broadcast): each pulls it, the sender copies nothing per
+  // destination. For one destination UCX's gather path is often faster on shm.
+  void set_split(bool split) { split_ = split; }
+  bool split() const { return split_; }
   // The frame as the receiver will see it (holes filled in); for tests and diagnostics.
   std::vector<uint8_t> gathered() const;
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
@@ -84,6 +90,7 @@ class OwnedFrame {
   PooledBuffer mem_;
   std::vector<FrameHole> holes_;
   std::shared_ptr<const void> keepalive_;
+  bool split_ = false;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   FrameKind kind_ = FrameKind::kData;

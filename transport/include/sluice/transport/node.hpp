@@ -77,8 +77,8 @@ struct PeerStats {
   uint64_t frames_sent = 0, bytes_sent = 0, frames_received = 0, bytes_received = 0;
   uint64_t frames_rejected = 0;
   uint64_t frames_split = 0;  // sent split: prefix in the AM header, one contiguous payload
-  uint64_t blocked_ns = 0;  // time senders waited for window
-  std::string lanes;        // transports UCX chose for the endpoint
+  uint64_t blocked_ns = 0;    // time senders waited for window
+  std::string lanes;          // transports UCX chose for the endpoint
   bool lost = false;
   std::string lost_reason;
 };
@@ -136,11 +136,13 @@ class Node {
   // The same, where `encode` may leave holes (FrameHole) that are sent straight from their
   // source memory; `keepalive` keeps those sources alive until the send completes. A window
   // still full after `max_wait` returns kWouldBlock (nothing was sent), so a caller that must
-  // keep consuming its own inputs never waits on a peer for long.
+  // keep consuming its own inputs never waits on a peer for long. `split`: the same payload goes
+  // to several destinations (see OwnedFrame::set_split).
   SendStatus send_data(uint32_t edge, uint32_t dst, uint64_t tick, uint32_t count, size_t bytes,
                        const std::function<void(uint8_t*, std::vector<FrameHole>&)>& encode,
                        std::shared_ptr<const void> keepalive,
-                       std::chrono::microseconds max_wait = std::chrono::microseconds::max());
+                       std::chrono::microseconds max_wait = std::chrono::microseconds::max(),
+                       bool split = false);
   // Ends the channel: the receiver sees end-of-stream after every frame sent so far.
   void close_output(uint32_t edge, uint32_t dst);
   // True once every closed output was acknowledged (or its peer was lost).
