@@ -245,6 +245,7 @@ class Job {
   uint64_t next_connection_id_ = 1;
   std::deque<JoinRequest> join_queue_;
   std::optional<uint32_t> joining_;  // the late member started and not yet registered
+  Clock::time_point joining_by_;     // when it must have registered
   bool job_file_written_ = false;
   std::string token_;
   std::string job_id_;
@@ -696,6 +697,15 @@ void Job::check_deadlines() {
       signal_running(SIGKILL);
     }
   }
+  if (joining_ && now >= joining_by_ && members_[*joining_].running &&
+      !(members_[*joining_].signals_sent & (uint64_t{1} << SIGTERM))) {
+    // It never registered: end it; its exit frees the queue (announced as gone).
+    Member& m = members_[*joining_];
+    say("late member " + m.ref.to_string() + " did not register within " +
+        std::to_string(std::chrono::seconds(kRegisterTimeout).count()) + " s; stopping it");
+    if (::kill(-m.pid, SIGTERM) != 0) ::kill(m.pid, SIGTERM);
+    m.signals_sent |= uint64_t{1} << SIGTERM;
+  }
   if (job_deadline_ && now >= *job_deadline_ && !ending_) {
     job_deadline_.reset();
     say("the job ran past --timeout-s " + std::to_string(options_.timeout_s) + "; ending it");
@@ -716,6 +726,9 @@ int Job::poll_timeout_ms() const {
     if (!next || t < *next) next = t;
   };
   if (job_deadline_ && !ending_) consider(*job_deadline_);
+  if (joining_ && !(members_[*joining_].signals_sent & (uint64_t{1} << SIGTERM))) {
+    consider(joining_by_);
+  }
   for (const auto& c : connections_) {
     if (!c->rank && !c->join_client && !c->close_after_flush) consider(c->register_by);
   }
@@ -945,6 +958,7 @@ void Job::start_next_join() {
       continue;
     }
     joining_ = m.rank;
+    joining_by_ = Clock::now() + kRegisterTimeout;
     say("added member " + m.ref.to_string() + " (rank " + std::to_string(m.rank) + ", pid " +
         std::to_string(m.pid) + ") to the running job");
     if (reply_to != nullptr) {
@@ -1192,9 +1206,13 @@ Result<ParsedArguments> parse_arguments(std::span<const std::string> args) {
     if (parsed.join->locations.empty()) {
       return make_error("--join needs at least one --add NAME (the location to grow)");
     }
-    if (!layout_text.empty() || i < args.size() || !o.job_file.empty()) {
+    const LaunchOptions defaults;
+    if (!layout_text.empty() || i < args.size() || !o.job_file.empty() ||
+        o.on_failure != defaults.on_failure || o.grace_ms != defaults.grace_ms ||
+        o.prefix != defaults.prefix) {
       return make_error("--join starts members in a running job: it takes only --add and " +
-                        std::string("--timeout-s, no -n, --job-file or program"));
+                        std::string("--timeout-s (the job's own flags decide the rest), no -n, ") +
+                        "--job-file, --on-failure, --grace-ms, --no-prefix or program");
     }
     if (o.timeout_s > 0) parsed.join->timeout_ms = o.timeout_s * 1000;
     return parsed;
