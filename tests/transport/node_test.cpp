@@ -7,6 +7,8 @@
 #include <cstring>
 #include <thread>
 
+#include <unistd.h>
+
 #include "sluice/transport/node.hpp"
 
 namespace sluice::transport {
@@ -230,6 +232,81 @@ TEST_P(NodeTest, FrameWhoseOneHoleEndsItGoesSplitAndArrivesWhole) {
   }
   // Over tcp frames never go split (see Node::Impl::split_lanes); they arrive whole all the same.
   EXPECT_EQ(nodes_[0]->stats()[1].frames_split, GetParam().kind == TransportKind::kTcp ? 0u : 4u);
+}
+
+TEST_P(NodeTest, MemberThatJoinsLaterGetsChannelsBothWays) {
+  // Nodes 0 and 1 run; node 2 (location "j") joins later. The launcher's word of it reaches the
+  // running nodes through a watched fd, as in a real job, so add_peer runs on their progress
+  // threads while the test's thread uses the nodes.
+  int pipes[2][2];
+  ASSERT_EQ(::pipe(pipes[0]), 0);
+  ASSERT_EQ(::pipe(pipes[1]), 0);
+  PeerInfo joiner;
+  make_job(2, {}, [&](uint32_t r, Node& n) {
+    if (r == 0) {
+      n.declare_output(0, 1);
+      n.accept_joiners("j", /*in_edges=*/{1}, /*out_edges=*/{0});
+    }
+    if (r == 1) n.expect_input(0, 0);
+    int fd = pipes[r][0];
+    n.watch_fd(fd, [fd, &n, &joiner] {
+      char c;
+      if (::read(fd, &c, 1) != 1) return false;
+      n.add_peer(joiner);
+      return true;
+    });
+  });
+  connect_all(table());
+  TransportOptions opts;
+  opts.kind = GetParam().kind;
+  opts.progress = GetParam().progress;
+  auto late = Node::create(opts, 2, 3, "test-job", "j/0");
+  ASSERT_TRUE(late) << late.error();
+  Node& j = **late;
+  j.expect_input(0, 0);
+  j.declare_output(1, 0);
+  auto peers = table();
+  joiner.rank = 2;
+  joiner.location = "j";
+  joiner.member = 0;
+  joiner.address = j.worker_address();
+  peers.push_back(joiner);
+  ASSERT_TRUE(j.connect(peers, /*late=*/true));
+  nodes_.push_back(std::move(*late));
+  // The launcher tells the running members; the late one waits for their greetings.
+  std::atomic<bool> greeted{false};
+  std::thread wait([&] {
+    j.await_greetings(std::chrono::seconds(10));
+    greeted = true;
+  });
+  for (auto& p : pipes) ASSERT_EQ(::write(p[1], "j", 1), 1);
+  std::vector<PeerInfo> seen;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while ((!greeted || seen.empty()) && std::chrono::steady_clock::now() < deadline) {
+    progress_all();
+    auto more = nodes_[0]->take_joined();
+    seen.insert(seen.end(), more.begin(), more.end());
+    std::this_thread::yield();
+  }
+  wait.join();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].rank, 2u);
+  EXPECT_EQ(nodes_[0]->job_size(), 3u);
+  EXPECT_FALSE(j.peer_lost(0));
+  EXPECT_FALSE(j.peer_lost(1));  // greeted too, though it has no channel with the late member
+  // Both directions work: node 0 -> late member on edge 0, late member -> node 0 on edge 1.
+  ASSERT_EQ(send_values(*nodes_[0], 0, 2, 100, 4), SendStatus::kOk);
+  ASSERT_EQ(send_values(j, 1, 0, 200, 4), SendStatus::kOk);
+  std::vector<RxFrame> at_late, at_zero;
+  ASSERT_TRUE(take_until(j, 0, at_late, [&] { return !at_late.empty(); }));
+  ASSERT_TRUE(take_until(*nodes_[0], 1, at_zero, [&] { return !at_zero.empty(); }));
+  EXPECT_EQ(value_at(at_late[0], 3), 103);
+  EXPECT_EQ(value_at(at_zero[0], 0), 200);
+  EXPECT_EQ(nodes_[1]->rejected_frames(), 0u);
+  for (auto& p : pipes) {
+    ::close(p[0]);
+    ::close(p[1]);
+  }
 }
 
 TEST_P(NodeTest, SlowReceiverPushesBackOnTheSender) {
