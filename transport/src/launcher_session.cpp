@@ -183,11 +183,13 @@ Result<std::unique_ptr<LauncherSession>> LauncherSession::connect(const Launcher
   session->fd_ = fd->release();
   session->peers_ = std::move(*peers);
   session->job_id_ = env.job_id;
+  session->layout_ = env.layout;
   return session;
 }
 
 Result<LauncherSession::Events> LauncherSession::poll() {
   Events events;
+  if (!broken_.empty()) return make_error(broken_);
   if (closed_) return make_error("the launcher closed the rendezvous connection");
   auto open =
       detail::read_available(fd_, pending_, detail::kMaxMessageBytes + detail::kLengthPrefixBytes);
@@ -206,10 +208,18 @@ Result<LauncherSession::Events> LauncherSession::poll() {
       if (joined->peer() == nullptr) return make_error("MemberJoined without a peer");
       PeerInfo p = detail::peer_from_wire(*joined->peer());
       // A gone one is a late member that ended before it registered: it only takes its rank.
-      if (p.rank != peers_.size() || p.location.empty() || (p.address.empty() != p.gone)) {
-        return make_error("expected MemberJoined for rank " + std::to_string(peers_.size()) +
-                          " with a location and an address, got rank " + std::to_string(p.rank) +
-                          " (" + p.location + "/" + std::to_string(p.member) + ")");
+      const auto count = layout_.count_of(p.location);
+      if (p.rank != peers_.size() || !count || p.member < *count || (p.address.empty() != p.gone)) {
+        std::string error = "expected MemberJoined for rank " + std::to_string(peers_.size()) +
+                            ", a new member of a location of '" + layout_.to_string() +
+                            "' with an address, got rank " + std::to_string(p.rank) + " (" +
+                            p.location + "/" + std::to_string(p.member) + ")";
+        // What came before it in this batch is reported now; the error on the next call.
+        if (!events.joined.empty() || !events.exits.empty()) {
+          broken_ = std::move(error);
+          return events;
+        }
+        return make_error(error);
       }
       peers_.push_back(p);
       events.joined.push_back(std::move(p));

@@ -98,8 +98,10 @@ class LauncherSession {
   int fd_ = -1;
   std::vector<PeerInfo> peers_;
   std::string job_id_;
+  Layout layout_;                 // the job's starting shape: where joined members may be
   std::vector<uint8_t> pending_;  // bytes of a message not yet complete
   bool closed_ = false;
+  std::string broken_;  // a bad report after good ones: the error the next poll() returns
 };
 
 }  // namespace sluice::transport
