@@ -2,6 +2,7 @@
 // process's worker address, receive the address table, then watch for members that exit.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <climits>
@@ -209,7 +210,11 @@ Result<LauncherSession::Events> LauncherSession::poll() {
       PeerInfo p = detail::peer_from_wire(*joined->peer());
       // A gone one is a late member that ended before it registered: it only takes its rank.
       const auto count = layout_.count_of(p.location);
-      if (p.rank != peers_.size() || !count || p.member < *count || (p.address.empty() != p.gone)) {
+      const bool known = std::any_of(peers_.begin(), peers_.end(), [&](const PeerInfo& q) {
+        return q.location == p.location && q.member == p.member;
+      });
+      if (p.rank != peers_.size() || !count || p.member < *count || known ||
+          (p.address.empty() != p.gone)) {
         std::string error = "expected MemberJoined for rank " + std::to_string(peers_.size()) +
                             ", a new member of a location of '" + layout_.to_string() +
                             "' with an address, got rank " + std::to_string(p.rank) + " (" +

@@ -428,10 +428,11 @@ struct Node::Impl {
     }
     // A split frame's payload is the frame less its prefix and at most kMaxSplitTail bytes of
     // padding; any other frame is the whole payload.
-    const uint64_t carried = h->prefix + static_cast<uint64_t>(length);
-    if (h->prefix == 0
-            ? h->length != length
-            : (length == 0 || carried > h->length || h->length - carried > kMaxSplitTail)) {
+    // (decode_frame_header checked prefix <= length, so `room` cannot wrap; a payload length a
+    // peer claims is compared against it, never added to anything.)
+    const uint64_t room = h->length - h->prefix;
+    if (h->prefix == 0 ? h->length != length
+                       : (length == 0 || length > room || room - length > kMaxSplitTail)) {
       return make_error("frame header announces " + std::to_string(h->length) +
                         " bytes but the transport delivered " + std::to_string(length) +
                         (h->prefix != 0 ? " after a " + std::to_string(h->prefix) + "-byte prefix"
