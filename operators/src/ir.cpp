@@ -62,10 +62,6 @@ bool same_tick(const Node& n) { return n.kind == NodeKind::kOp || n.kind == Node
 Status Graph::check() const {
   if (!errors_.empty()) return make_error(errors_.front());
   for (const auto& n : nodes_) {
-    if (n.kind == NodeKind::kNetwork && n.location == n.to_location) {
-      return make_error(where(*this, n) + " sends from a location to itself, which is not " +
-                        "supported: send to another location");
-    }
     if (n.kind == NodeKind::kForward && n.inputs.empty()) {
       return make_error("forward_ref " + where(*this, n) +
                         " was never completed: call complete() on its handle");

@@ -185,6 +185,7 @@ class MemberRuntime {
       for (uint32_t src : ranks_of(n.location)) {
         for (uint32_t dst : ranks_of(n.to_location)) {
           if (src == kNoRank || dst == kNoRank) continue;
+          if (src == rank_ && dst == rank_) continue;  // to itself: in memory (see flush)
           if (src == rank_) node_->declare_output(n.edge, dst);
           if (dst == rank_) node_->expect_input(n.edge, src);
         }
@@ -415,8 +416,10 @@ class MemberRuntime {
       if (!live_[id]) continue;
       std::set<uint32_t> preds;
       for (uint32_t in : nodes[id].inputs) {
-        if (tbb_of.count(in) && !(nodes[id].kind == ir::NodeKind::kNetwork &&
-                                  nodes[in].kind == ir::NodeKind::kNetwork)) {
+        // What a node reads from a network node is what arrived before the tick (a receive),
+        // never the same tick's sends: no ordering edge (for a location sending to itself it
+        // would close a cycle).
+        if (tbb_of.count(in) && nodes[in].kind != ir::NodeKind::kNetwork) {
           preds.insert(in);
         }
       }
@@ -677,7 +680,19 @@ class MemberRuntime {
         slot.out.push_back(std::move(*b));
         work = true;
       }
-      bool done = node_->input_finished(r.edge);
+      // What this member sent itself on the edge (a location sending to itself).
+      if (auto lb = loopback_.find(r.edge); lb != loopback_.end()) {
+        for (auto& b : lb->second.batches) {
+          auto& st = r.from[rank_];
+          ++st.frames;
+          st.elements += b->size();
+          if (r.codec->tag) b = r.codec->tag(b, roster_[rank_].member);
+          slot.out.push_back(std::move(b));
+          work = true;
+        }
+        lb->second.batches.clear();
+      }
+      bool done = recv_finished(r);
       if (done != slot.done) work = true;
       slot.done = done;
     }
@@ -802,9 +817,20 @@ class MemberRuntime {
   void close_finished_outputs() {
     for (auto& out : sends_) {
       if (out.closed || !out.pending.empty() || !out.done) continue;
-      if (!out.failed) node_->close_output(out.edge, out.dst);
+      if (out.dst == rank_) {
+        loopback_[out.edge].closed = true;
+      } else if (!out.failed) {
+        node_->close_output(out.edge, out.dst);
+      }
       out.closed = true;
     }
+  }
+
+  // Every channel into a receive ended and was drained, its loopback included.
+  bool recv_finished(const Recv& r) const {
+    if (!node_->input_finished(r.edge)) return false;
+    auto lb = loopback_.find(r.edge);
+    return lb == loopback_.end() || (lb->second.closed && lb->second.batches.empty());
   }
 
   bool all_done() const {
@@ -812,7 +838,7 @@ class MemberRuntime {
       if (!s.membership && !source_done(s)) return false;
     }
     for (const auto& r : recvs_) {
-      if (!node_->input_finished(r.edge)) return false;
+      if (!recv_finished(r)) return false;
     }
     for (const auto& out : sends_) {
       if (!out.closed) return false;
@@ -907,6 +933,17 @@ class MemberRuntime {
       if (s.pending.empty()) continue;
       if (s.failed) {
         drop_pending(s, 0);
+        continue;
+      }
+      if (s.dst == rank_) {  // to itself: the batches themselves, next tick, no transport
+        auto& lb = loopback_[s.edge];
+        for (auto& p : s.pending) {
+          s.elements += p.size();
+          lb.batches.push_back(p.stride == 1 ? std::move(p.batch)
+                                             : s.codec->stride(*p.batch, p.first, p.stride));
+        }
+        ++s.frames;
+        s.pending.clear();
         continue;
       }
       size_t limit = opts_.transport.max_frame_bytes - 1024;
@@ -1032,6 +1069,13 @@ class MemberRuntime {
   std::vector<std::unique_ptr<MembershipTracker>> feeds_;
   std::vector<Held> helds_;
   std::vector<transport::RxFrame> rx_;
+  // A location sending to itself: what this member sent itself, by edge (handed to the receive
+  // at the next pull, in order; closed with the output).
+  struct Loopback {
+    std::vector<ir::AnyBatch> batches;
+    bool closed = false;
+  };
+  std::map<uint32_t, Loopback> loopback_;
 };
 
 std::string random_job_id() {

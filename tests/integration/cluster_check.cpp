@@ -8,6 +8,8 @@
 //                      "worker K: OK count=N" (or what went wrong); the leader prints membership
 //                      events ("leader: MemberId<workers>(K) Left")
 //   --mode rr          the same with round_robin: each worker checks its elements increase
+//   --mode self        p2=1 workers=4: each worker broadcasts its id * 10 to its own cluster; p2
+//                      prints "self MemberId<workers>(R) got (MemberId<workers>(S), 10*S)"
 //   --victim K --ready-after E --ready-file F: worker K writes its pid to F after E elements
 //   --sleep-us U --slow K: worker K sleeps U microseconds every 10000 elements (a slow consumer);
 //                      the leader prints its peak resident memory at the end
@@ -168,6 +170,23 @@ int main(int argc, char** argv) {
         .assume_ordering<TotalOrder>(nondet("printed in arrival order"))
         .for_each([](const std::pair<MemberId<Src>, int>& e) {
           std::printf("self_id %s says %d\n", to_string(e.first).c_str(), e.second);
+        });
+    return run(flow, argc, argv);
+  }
+
+  if (mode == "self") {  // p2=1 workers=4: each worker broadcasts its id * 10 to its own cluster
+    auto p2 = flow.process<P2>("p2");
+    auto workers = flow.cluster<Workers>("workers");
+    workers.source_iter(std::vector<int>{0})
+        .map([workers](int) { return static_cast<int>(workers.self_id().raw()) * 10; })
+        .broadcast(workers, nondet("stable membership"))
+        .entries()
+        .send(p2)
+        .entries()
+        .assume_ordering<TotalOrder>(nondet("printed in arrival order"))
+        .for_each([](const std::pair<MemberId<Workers>, std::pair<MemberId<Workers>, int>>& e) {
+          std::printf("self %s got (%s, %d)\n", to_string(e.first).c_str(),
+                      to_string(e.second.first).c_str(), e.second.second);
         });
     return run(flow, argc, argv);
   }

@@ -686,6 +686,22 @@ TEST(Join, AMemberThatDiesBeforeJoiningTakesItsRankAndTheNextOneJoins) {
   EXPECT_TRUE(w[3].ok && w[3].count > 0 && w[3].last == w[0].last) << r.describe();
 }
 
+TEST_P(Transport, ClusterBroadcastingToItselfThroughLauncher) {
+  auto r = run_command({SLUICE_RUN_PATH, "-n", "p2=1", "-n", "workers=4", "--", CLUSTER_CHECK_PATH,
+                        "--mode", "self", flag()});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  auto got = lines_with_prefix(r.out, "[p2/0] self ");
+  std::sort(got.begin(), got.end());
+  std::vector<std::string> expect;
+  for (int d = 0; d < 4; ++d) {
+    for (int s = 0; s < 4; ++s) {
+      expect.push_back("MemberId<workers>(" + std::to_string(d) + ") got (MemberId<workers>(" +
+                       std::to_string(s) + "), " + std::to_string(10 * s) + ")");
+    }
+  }
+  EXPECT_EQ(got, expect) << r.describe();
+}
+
 TEST(Join, UnknownLocationIsRefusedAndTheJobGoesOn) {
   TempDir dir;
   const std::string job_file = dir.file("job");

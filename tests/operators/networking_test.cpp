@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <ranges>
 #include <string>
 #include <utility>
 #include <vector>
@@ -163,6 +164,53 @@ TEST_P(Networking, BroadcastBetweenClustersGivesSixteenResults) {
                        std::to_string(s) + "), 123))");
     }
   }
+  EXPECT_EQ(results(), expect);
+}
+
+TEST_P(Networking, ClusterBroadcastingToItselfReachesEveryMemberItselfIncluded) {
+  // Each member broadcasts its own id to its own cluster (gossip); every member gets all four,
+  // its own through memory, the others' over the transport.
+  FlowBuilder flow;
+  auto p2 = flow.process<P2>("p2");
+  auto workers = flow.cluster<Workers>("workers");
+  workers.source_iter(std::vector<int>{0})
+      .map([workers](int) { return static_cast<int>(workers.self_id().raw()) * 10; })
+      .broadcast(workers, nondet("assuming stable membership"))
+      .entries()
+      .send(p2)
+      .entries()
+      .assume_ordering<TotalOrder>(nondet("sorted below"))
+      .for_each([&](const auto& e) { add(show(e)); });
+  ASSERT_EQ(run_flow(flow), 0);
+  std::vector<std::string> expect;
+  for (int d = 0; d < 4; ++d) {
+    for (int s = 0; s < 4; ++s) {
+      expect.push_back("(MemberId<workers>(" + std::to_string(d) + "), (MemberId<workers>(" +
+                       std::to_string(s) + "), " + std::to_string(s * 10) + "))");
+    }
+  }
+  EXPECT_EQ(results(), expect);
+}
+
+TEST_P(Networking, RoundRobinFromAClusterToItselfDealsEveryElementOnce) {
+  // Each member deals 0..7 (offset by its id) round-robin over its own cluster.
+  FlowBuilder flow;
+  auto p2 = flow.process<P2>("p2");
+  auto workers = flow.cluster<Workers>("workers");
+  workers.source_iter(std::views::iota(0, 8))
+      .map([workers](int x) { return static_cast<int>(workers.self_id().raw()) * 100 + x; })
+      .round_robin(workers, nondet("assuming stable membership"))
+      .values()
+      .send(p2)
+      .values()
+      .assume_ordering<TotalOrder>(nondet("sorted below"))
+      .for_each([&](int v) { add(std::to_string(v)); });
+  ASSERT_EQ(run_flow(flow), 0);
+  std::vector<std::string> expect;
+  for (int m = 0; m < 4; ++m) {
+    for (int x = 0; x < 8; ++x) expect.push_back(std::to_string(m * 100 + x));
+  }
+  std::sort(expect.begin(), expect.end());
   EXPECT_EQ(results(), expect);
 }
 
