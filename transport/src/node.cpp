@@ -669,8 +669,11 @@ struct Node::Impl {
           it->second.broken = true;
           break;
         }
-        it->second.close_at = m.value == 0 ? UINT64_MAX : m.value;
-        if (m.value == 0) it->second.expected = UINT64_MAX;  // closed before any frame
+        if (m.value == 0) {
+          end_empty(it->second);
+        } else {
+          it->second.close_at = m.value;
+        }
         break;
       }
       case ControlKind::kCloseAck: {
@@ -694,9 +697,8 @@ struct Node::Impl {
     peers[src].bye = true;
     for (auto& [k, in] : ins) {
       if (k.peer != src || channel_closed(in)) continue;
-      if (in.late && in.expected == 1 && in.ready.empty()) {
-        in.close_at = UINT64_MAX;
-        in.expected = UINT64_MAX;
+      if (unused_late(in)) {
+        end_empty(in);
         continue;
       }
       lose_peer_locked(src, "it left without closing its channels");
@@ -706,6 +708,16 @@ struct Node::Impl {
         lose_peer_locked(src, "it left before acknowledging everything sent to it");
       }
     }
+  }
+
+  // Ends a channel that will never carry a frame (closed before any): it counts as closed.
+  static void end_empty(InChannel& in) {
+    in.close_at = UINT64_MAX;
+    in.expected = UINT64_MAX;
+  }
+  // Made by a join and never used: its sender may have left before it heard of the join.
+  static bool unused_late(const InChannel& in) {
+    return in.late && !channel_closed(in) && in.expected == 1 && in.ready.empty();
   }
 
   static bool channel_closed(const InChannel& in) {
@@ -1115,9 +1127,7 @@ Status Node::connect(const std::vector<PeerInfo>& peers, bool late) {
       im.peers[r].lost = true;
       im.peers[r].stats.lost_reason = "it ended before this member joined";
       for (auto& [k, in] : im.ins) {
-        if (k.peer != r) continue;
-        in.close_at = UINT64_MAX;
-        in.expected = UINT64_MAX;
+        if (k.peer == r) Impl::end_empty(in);
       }
       continue;
     }
@@ -1430,11 +1440,7 @@ void Node::peer_left(uint32_t rank) {
   // A member exits 0 only once everything it sent on a channel it knew of was acknowledged, so a
   // channel from it that a join made and that is still open and empty was never used.
   for (auto& [k, in] : im.ins) {
-    if (k.peer == rank && in.late && !Impl::channel_closed(in) && in.expected == 1 &&
-        in.ready.empty()) {
-      in.close_at = UINT64_MAX;
-      in.expected = UINT64_MAX;
-    }
+    if (k.peer == rank && Impl::unused_late(in)) Impl::end_empty(in);
   }
   im.bump();
 }
