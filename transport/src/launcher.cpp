@@ -199,6 +199,7 @@ class Job {
   Status setup();
   Status write_job_file();
   void start_members();
+  Member& add_member(MemberRef ref);
   Status start_member(Member& m);
 
   void handle_signals();
@@ -206,6 +207,8 @@ class Job {
   void on_member_exit(Member& m, int wait_status);
   void end_job(int exit_code, int sig);
   void signal_running(int sig);
+  void signal_member(Member& m, int sig);
+  static bool signalled(const Member& m, int sig);  // the launcher sent it `sig`
   void kill_and_reap_all();
   void check_deadlines();
   int poll_timeout_ms() const;
@@ -228,6 +231,8 @@ class Job {
   void flush(Connection& c);
   void send_tables();
   void notify_exit(const Member& m, int wait_status);
+  // To every registered member's connection (but `except`'s).
+  void send_to_members(std::span<const uint8_t> framed, std::optional<uint32_t> except = {});
   bool token_matches(std::string_view got) const;
 
   const LaunchOptions& options_;
@@ -322,17 +327,8 @@ Status Job::setup() {
   if (!listener) return make_error("cannot open the rendezvous socket: " + listener.error());
   listener_ = std::move(*listener);
 
-  const uint32_t n = options_.layout.size();
-  members_.resize(n);
-  peers_.resize(n);
-  registered_.assign(n, false);
-  for (uint32_t rank = 0; rank < n; ++rank) {
-    Member& m = members_[rank];
-    m.rank = rank;
-    m.ref = options_.layout.member_of(rank);
-    if (options_.prefix) m.prefix = "[" + m.ref.to_string() + "] ";
-    m.out.target = 1;
-    m.err.target = 2;
+  for (uint32_t rank = 0; rank < options_.layout.size(); ++rank) {
+    add_member(options_.layout.member_of(rank));
   }
   for (const auto& loc : options_.layout.locations()) next_member_[loc.name] = loc.count;
   if (options_.timeout_s > 0) {
@@ -379,6 +375,19 @@ Status Job::write_job_file() {
   }
   job_file_written_ = true;
   return {};
+}
+
+// The next rank: a member to start, with no address registered yet.
+Member& Job::add_member(MemberRef ref) {
+  Member& m = members_.emplace_back();
+  m.rank = static_cast<uint32_t>(members_.size() - 1);
+  m.ref = std::move(ref);
+  if (options_.prefix) m.prefix = "[" + m.ref.to_string() + "] ";
+  m.out.target = 1;
+  m.err.target = 2;
+  peers_.emplace_back();
+  registered_.push_back(false);
+  return m;
 }
 
 void Job::start_members() {
@@ -628,8 +637,7 @@ void Job::on_member_exit(Member& m, int wait_status) {
   }
   notify_exit(m, wait_status);
 
-  if (ending_ && WIFSIGNALED(wait_status) &&
-      !(m.signals_sent & (uint64_t{1} << WTERMSIG(wait_status)))) {
+  if (ending_ && WIFSIGNALED(wait_status) && !signalled(m, WTERMSIG(wait_status))) {
     // Killed by something else while the job was ending (often what ended it: its peers
     // failed because it died, and one of them was reaped first). Name it.
     failures_.push_back(m.ref.to_string() + " (pid " + std::to_string(m.pid) + ") " +
@@ -664,12 +672,19 @@ void Job::end_job(int exit_code, int sig) {
 
 void Job::signal_running(int sig) {
   for (Member& m : members_) {
-    if (!m.running) continue;
-    // The group reaches what the member started too. A member that left its group (setsid)
-    // is still reached itself. Its pid cannot be reused before we reap it.
-    if (::kill(-m.pid, sig) != 0) ::kill(m.pid, sig);
-    if (sig > 0 && sig < 64) m.signals_sent |= uint64_t{1} << sig;
+    if (m.running) signal_member(m, sig);
   }
+}
+
+void Job::signal_member(Member& m, int sig) {
+  // The group reaches what the member started too. A member that left its group (setsid)
+  // is still reached itself. Its pid cannot be reused before we reap it.
+  if (::kill(-m.pid, sig) != 0) ::kill(m.pid, sig);
+  if (sig > 0 && sig < 64) m.signals_sent |= uint64_t{1} << sig;
+}
+
+bool Job::signalled(const Member& m, int sig) {
+  return sig > 0 && sig < 64 && (m.signals_sent & (uint64_t{1} << sig)) != 0;
 }
 
 // The last resort when the event loop itself fails: nothing may outlive the launcher.
@@ -698,13 +713,12 @@ void Job::check_deadlines() {
     }
   }
   if (joining_ && now >= joining_by_ && members_[*joining_].running &&
-      !(members_[*joining_].signals_sent & (uint64_t{1} << SIGTERM))) {
+      !signalled(members_[*joining_], SIGTERM)) {
     // It never registered: end it; its exit frees the queue (announced as gone).
     Member& m = members_[*joining_];
     say("late member " + m.ref.to_string() + " did not register within " +
         std::to_string(std::chrono::seconds(kRegisterTimeout).count()) + " s; stopping it");
-    if (::kill(-m.pid, SIGTERM) != 0) ::kill(m.pid, SIGTERM);
-    m.signals_sent |= uint64_t{1} << SIGTERM;
+    signal_member(m, SIGTERM);
   }
   if (job_deadline_ && now >= *job_deadline_ && !ending_) {
     job_deadline_.reset();
@@ -726,9 +740,7 @@ int Job::poll_timeout_ms() const {
     if (!next || t < *next) next = t;
   };
   if (job_deadline_ && !ending_) consider(*job_deadline_);
-  if (joining_ && !(members_[*joining_].signals_sent & (uint64_t{1} << SIGTERM))) {
-    consider(joining_by_);
-  }
+  if (joining_ && !signalled(members_[*joining_], SIGTERM)) consider(joining_by_);
   for (const auto& c : connections_) {
     if (!c->rank && !c->join_client && !c->close_after_flush) consider(c->register_by);
   }
@@ -861,13 +873,12 @@ void Job::handle_message(Connection& c, std::span<const uint8_t> bytes) {
   }
 }
 
-void Job::handle_register(Connection& c, const wire::Register& reg) {
-  const wire::Register* r = &reg;
-  PeerInfo info = detail::peer_from_register(*r);
+void Job::handle_register(Connection& c, const wire::Register& r) {
+  PeerInfo info = detail::peer_from_register(r);
   const std::string who = "claims rank " + std::to_string(info.rank) + ", " + info.location + "/" +
                           std::to_string(info.member) + ", pid " + std::to_string(info.pid);
   // Checked first, so that a client without the token learns nothing about the job.
-  if (!token_matches(detail::wire_string(r->token()))) {
+  if (!token_matches(detail::wire_string(r.token()))) {
     reject(c, who, "the token does not match this job's");
     return;
   }
@@ -938,15 +949,8 @@ void Job::start_next_join() {
                                [&](const auto& c) { return c->id == req.client; });
     Connection* reply_to =
         client != connections_.end() && !(*client)->dead ? client->get() : nullptr;
-    Member& m = members_.emplace_back();
-    m.rank = static_cast<uint32_t>(members_.size() - 1);
-    m.ref = MemberRef{req.location, next_member_[req.location]++};
+    Member& m = add_member(MemberRef{req.location, next_member_[req.location]++});
     m.late = true;
-    if (options_.prefix) m.prefix = "[" + m.ref.to_string() + "] ";
-    m.out.target = 1;
-    m.err.target = 2;
-    peers_.emplace_back();
-    registered_.push_back(false);
     Status started = start_member(m);
     if (!started || m.exec_failed) {
       const std::string why =
@@ -976,10 +980,7 @@ void Job::announce_unjoined(const Member& m) {
   gone.location = m.ref.location;
   gone.member = m.ref.member;
   gone.gone = true;
-  const std::vector<uint8_t> framed = detail::frame_message(detail::encode_member_joined(gone));
-  for (auto& c : connections_) {
-    if (c->rank && !c->dead && !c->close_after_flush) queue(*c, framed);
-  }
+  send_to_members(detail::frame_message(detail::encode_member_joined(gone)));
 }
 
 // A late member registered: it gets the table of every rank up to its own (those that ended
@@ -997,13 +998,7 @@ void Job::late_member_registered(Connection& c, uint32_t rank) {
     }
   }
   queue(c, detail::frame_message(detail::encode_address_table(job_id_, table)));
-  const std::vector<uint8_t> joined =
-      detail::frame_message(detail::encode_member_joined(peers_[rank]));
-  for (auto& other : connections_) {
-    if (other->rank && *other->rank != rank && !other->dead && !other->close_after_flush) {
-      queue(*other, joined);
-    }
-  }
+  send_to_members(detail::frame_message(detail::encode_member_joined(peers_[rank])), rank);
   start_next_join();
 }
 
@@ -1077,8 +1072,12 @@ void Job::notify_exit(const Member& m, int wait_status) {
     return;
   }
   if (!registered_[m.rank]) return;  // a late member nobody was told of
+  send_to_members(framed, m.rank);
+}
+
+void Job::send_to_members(std::span<const uint8_t> framed, std::optional<uint32_t> except) {
   for (auto& c : connections_) {
-    if (c->rank && *c->rank != m.rank && !c->dead && !c->close_after_flush) queue(*c, framed);
+    if (c->rank && c->rank != except && !c->dead && !c->close_after_flush) queue(*c, framed);
   }
 }
 
