@@ -17,10 +17,10 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
-#include <unordered_map>
 
 #include "placement.hpp"
 #include "sluice/run.hpp"
@@ -102,6 +102,20 @@ struct EdgeStat {
   uint64_t frames = 0, elements = 0, bytes = 0, dropped = 0;
 };
 
+// "location/member" of a rank; "rank N" for one this member never heard of.
+std::string rank_name(const std::vector<transport::PeerInfo>& roster, uint32_t rank) {
+  if (rank >= roster.size() || roster[rank].location.empty()) return "rank " + std::to_string(rank);
+  return roster[rank].location + "/" + std::to_string(roster[rank].member);
+}
+
+// The id of the flow's location called `name`, if it has one.
+std::optional<uint32_t> location_named(const ir::Graph& g, const std::string& name) {
+  for (const auto& loc : g.locations()) {
+    if (loc.name == name) return loc.id;
+  }
+  return std::nullopt;
+}
+
 constexpr uint32_t kNoRank = UINT32_MAX;  // a member id nobody here has heard of
 constexpr size_t kNoSend = SIZE_MAX;      // a member id a network edge has no output for
 
@@ -165,10 +179,8 @@ class MemberRuntime {
                 Node* node, const RunOptions& opts)
       : g_(g), roster_(std::move(roster)), rank_(rank), node_(node), opts_(opts) {
     const auto& ref = roster_.at(rank);
-    name_ = ref.location + "/" + std::to_string(ref.member);
-    for (const auto& loc : g.locations()) {
-      if (loc.name == ref.location) location_ = loc.id;
-    }
+    name_ = rank_name(roster_, rank);
+    location_ = location_named(g, ref.location).value_or(0);
     who_ = detail::CurrentMember{location_, ref.member};
     batch_ = 1;  // grows each tick towards opts.batch while output stays under tick_bytes
   }
@@ -299,6 +311,17 @@ class MemberRuntime {
     size_t size() const {
       const size_t n = batch->size();
       return stride == 1 ? n : (n > first ? (n - first + stride - 1) / stride : 0);
+    }
+    size_t encoded_size(const ir::EdgeCodec& c) const {
+      return stride == 1 ? c.encoded_size(*batch) : c.strided_size(*batch, first, stride);
+    }
+    uint8_t* encode(const ir::EdgeCodec& c, uint8_t* out, ZeroCopySink* sink) const {
+      return stride == 1 ? c.encode(*batch, out, sink)
+                         : c.encode_strided(*batch, first, stride, out);
+    }
+    // Its elements as a batch of their own (a member's share materialized).
+    ir::AnyBatch materialize(const ir::EdgeCodec& c) const {
+      return stride == 1 ? batch : c.stride(*batch, first, stride);
     }
   };
   struct Send {
@@ -504,10 +527,6 @@ class MemberRuntime {
     return out;
   }
 
-  std::string member_name(uint32_t rank) const {
-    return roster_[rank].location + "/" + std::to_string(roster_[rank].member);
-  }
-
   // Whether destination member `m` of a network edge is present: known, not lost, its channel
   // still open.
   bool present(const Net& net, size_t m) const {
@@ -523,10 +542,7 @@ class MemberRuntime {
     if (p.rank >= roster_.size()) roster_.resize(p.rank + 1);
     roster_[p.rank] = p;
     if (p.gone) return;  // ended before it registered: it only took its rank
-    std::optional<uint32_t> loc;
-    for (const auto& l : g_.locations()) {
-      if (l.name == p.location) loc = l.id;
-    }
+    const std::optional<uint32_t> loc = location_named(g_, p.location);
     if (!loc) return;
     for (auto& [id, net] : nets_) {
       if (g_.nodes()[id].to_location != *loc) continue;
@@ -539,7 +555,8 @@ class MemberRuntime {
     for (auto& f : feeds_) {
       if (f->location() == *loc) f->add(p.member, p.rank);
     }
-    SLUICE_LOG_INFO("%s: %s joined (rank %u)", name_.c_str(), member_name(p.rank).c_str(), p.rank);
+    SLUICE_LOG_INFO("%s: %s joined (rank %u)", name_.c_str(), rank_name(roster_, p.rank).c_str(),
+                    p.rank);
   }
 
   // A network edge's share of a tick: each batch goes to its destinations' pending lists (sent at
@@ -555,7 +572,7 @@ class MemberRuntime {
         s.failed = true;
         drop_pending(s, 0);
         SLUICE_LOG_ERROR("edge %u: %s is lost; this channel stops here", s.edge,
-                         member_name(s.dst).c_str());
+                         rank_name(roster_, s.dst).c_str());
       }
     }
     auto to = [&](size_t m, Pending p) {
@@ -939,8 +956,7 @@ class MemberRuntime {
         auto& lb = loopback_[s.edge];
         for (auto& p : s.pending) {
           s.elements += p.size();
-          lb.batches.push_back(p.stride == 1 ? std::move(p.batch)
-                                             : s.codec->stride(*p.batch, p.first, p.stride));
+          lb.batches.push_back(p.materialize(*s.codec));
         }
         ++s.frames;
         s.pending.clear();
@@ -951,12 +967,10 @@ class MemberRuntime {
       while (i < s.pending.size()) {
         size_t j = i, bytes = 0, count = 0;
         while (j < s.pending.size()) {
-          const Pending& pj = s.pending[j];
-          size_t b = pj.stride == 1 ? s.codec->encoded_size(*pj.batch)
-                                    : s.codec->strided_size(*pj.batch, pj.first, pj.stride);
+          size_t b = s.pending[j].encoded_size(*s.codec);
           if (j > i && bytes + b > limit) break;
           bytes += b;
-          count += pj.size();
+          count += s.pending[j].size();
           ++j;
         }
         if (bytes > limit) {
@@ -993,11 +1007,7 @@ class MemberRuntime {
               } else {
                 Holes sink;
                 sink.out = &holes;
-                for (size_t k = i; k < j; ++k) {
-                  const Pending& pk = s.pending[k];
-                  p = pk.stride == 1 ? s.codec->encode(*pk.batch, p, &sink)
-                                     : s.codec->encode_strided(*pk.batch, pk.first, pk.stride, p);
-                }
+                for (size_t k = i; k < j; ++k) p = s.pending[k].encode(*s.codec, p, &sink);
               }
               assert(p == start + bytes && "a Codec's size() disagrees with its encode()");
               (void)start;
@@ -1009,7 +1019,7 @@ class MemberRuntime {
         }
         if (st != transport::SendStatus::kOk) {
           SLUICE_LOG_ERROR("edge %u: sending to %s failed (%s); this channel stops here", s.edge,
-                           member_name(s.dst).c_str(),
+                           rank_name(roster_, s.dst).c_str(),
                            st == transport::SendStatus::kPeerLost ? "peer lost" : "shutting down");
           s.failed = true;
           break;
@@ -1083,12 +1093,6 @@ std::string random_job_id() {
   char buf[32];
   std::snprintf(buf, sizeof buf, "embedded-%08x", rd());
   return buf;
-}
-
-// "location/member" of a rank; "rank N" for one this member never heard of.
-std::string rank_name(const std::vector<transport::PeerInfo>& roster, uint32_t rank) {
-  if (rank >= roster.size() || roster[rank].location.empty()) return "rank " + std::to_string(rank);
-  return roster[rank].location + "/" + std::to_string(roster[rank].member);
 }
 
 // Who every rank of a job started from `layout` is.

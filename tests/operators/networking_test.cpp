@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <mutex>
 #include <ranges>
 #include <string>
@@ -144,6 +145,20 @@ TEST_P(Networking, SendFromAClusterIsKeyedBySender) {
   EXPECT_EQ(values, (std::vector<int>{1, 1, 1, 1}));
 }
 
+// What p2 prints for a Cluster->Cluster example: "(MemberId<to>(d), (MemberId<from>(s), v))" for
+// every receiver d and sender s of clusters of 4, sorted as results() sorts; v = value(d, s).
+std::vector<std::string> sixteen(const std::string& to, const std::string& from,
+                                 const std::function<int(int d, int s)>& value) {
+  std::vector<std::string> expect;
+  for (int d = 0; d < 4; ++d) {
+    for (int s = 0; s < 4; ++s) {
+      expect.push_back("(MemberId<" + to + ">(" + std::to_string(d) + "), (MemberId<" + from +
+                       ">(" + std::to_string(s) + "), " + std::to_string(value(d, s)) + "))");
+    }
+  }
+  return expect;
+}
+
 TEST_P(Networking, BroadcastBetweenClustersGivesSixteenResults) {
   FlowBuilder flow;
   auto p2 = flow.process<P2>("p2");
@@ -157,14 +172,7 @@ TEST_P(Networking, BroadcastBetweenClustersGivesSixteenResults) {
       .assume_ordering<TotalOrder>(nondet("sorted below"))
       .for_each([&](const auto& e) { add(show(e)); });
   ASSERT_EQ(run_flow(flow), 0);
-  std::vector<std::string> expect;
-  for (int d = 0; d < 4; ++d) {
-    for (int s = 0; s < 4; ++s) {
-      expect.push_back("(MemberId<destination>(" + std::to_string(d) + "), (MemberId<source>(" +
-                       std::to_string(s) + "), 123))");
-    }
-  }
-  EXPECT_EQ(results(), expect);
+  EXPECT_EQ(results(), sixteen("destination", "source", [](int, int) { return 123; }));
 }
 
 TEST_P(Networking, ClusterBroadcastingToItselfReachesEveryMemberItselfIncluded) {
@@ -182,14 +190,7 @@ TEST_P(Networking, ClusterBroadcastingToItselfReachesEveryMemberItselfIncluded) 
       .assume_ordering<TotalOrder>(nondet("sorted below"))
       .for_each([&](const auto& e) { add(show(e)); });
   ASSERT_EQ(run_flow(flow), 0);
-  std::vector<std::string> expect;
-  for (int d = 0; d < 4; ++d) {
-    for (int s = 0; s < 4; ++s) {
-      expect.push_back("(MemberId<workers>(" + std::to_string(d) + "), (MemberId<workers>(" +
-                       std::to_string(s) + "), " + std::to_string(s * 10) + "))");
-    }
-  }
-  EXPECT_EQ(results(), expect);
+  EXPECT_EQ(results(), sixteen("workers", "workers", [](int, int s) { return s * 10; }));
 }
 
 TEST_P(Networking, RoundRobinFromAClusterToItselfDealsEveryElementOnce) {
@@ -228,14 +229,7 @@ TEST_P(Networking, DemuxBetweenClustersGivesSixteenResults) {
       .assume_ordering<TotalOrder>(nondet("sorted below"))
       .for_each([&](const auto& e) { add(show(e)); });
   ASSERT_EQ(run_flow(flow), 0);
-  std::vector<std::string> expect;
-  for (int d = 0; d < 4; ++d) {
-    for (int s = 0; s < 4; ++s) {
-      expect.push_back("(MemberId<destination>(" + std::to_string(d) + "), (MemberId<source>(" +
-                       std::to_string(s) + "), " + std::to_string(d) + "))");
-    }
-  }
-  EXPECT_EQ(results(), expect);
+  EXPECT_EQ(results(), sixteen("destination", "source", [](int d, int) { return d; }));
 }
 
 TEST_P(Networking, RoundRobinThroughTwoClustersDeliversEveryElementOnce) {
