@@ -417,6 +417,9 @@ class MemberRuntime {
               }
               net.outs.push_back(sends_.size());
               sends_.push_back(Send{n.edge, dst, n.id, n.inputs.at(0), &n.codec, {}});
+              // To itself: the receive is not finished before this output closed, even while
+              // it has sent nothing yet.
+              if (dst == rank_) loopback_[n.edge];
             }
           }
           if (n.to_location == location_) recvs_.push_back(Recv{n.edge, n.id, &n.codec, {}});
