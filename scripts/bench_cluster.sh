@@ -9,6 +9,8 @@
 #   round_robin, elements/s in total            vs  P->P elements/s        (bar >= 0.7x)
 #   broadcast, elements/s per member            vs  MPI_Bcast per element  (bar >= 10x)
 #   broadcast, payload bytes/s per member       vs  MPI_Bcast of 64 KiB    (bar >= 1x)
+# MPI_BCAST=path picks another mpi_bcast binary (one built against the machine's own MPI), and
+# MPIRUN_FLAGS replaces the default mpirun flags (--oversubscribe, and --allow-run-as-root as root).
 # Every job runs N+1 processes (P->P runs 2). On a machine with fewer cores than processes the
 # members share cores, which the per-member rates show.
 set -u -o pipefail
@@ -21,14 +23,18 @@ TRANSPORT=${TRANSPORT:-shm}
 RUN="$BUILD/transport/sluice-run"
 TP="$BUILD/bench/sluice_throughput"
 CT="$BUILD/bench/sluice_cluster_throughput"
-MPI="$BUILD/bench/mpi_bcast"
+MPI=${MPI_BCAST:-$BUILD/bench/mpi_bcast}
 for b in "$RUN" "$TP" "$CT"; do
   [[ -x $b ]] || { echo "bench_cluster: $b not found (build the bench targets)" >&2; exit 2; }
 done
 have_mpi=0
 if [[ -x $MPI ]] && command -v mpirun >/dev/null; then have_mpi=1; fi
-mpirun_flags=(--oversubscribe)
-[[ $(id -u) == 0 ]] && mpirun_flags+=(--allow-run-as-root)
+if [[ -n ${MPIRUN_FLAGS+x} ]]; then
+  read -r -a mpirun_flags <<<"$MPIRUN_FLAGS"  # another MPI's launcher may not take Open MPI's flags
+else
+  mpirun_flags=(--oversubscribe)
+  [[ $(id -u) == 0 ]] && mpirun_flags+=(--allow-run-as-root)
+fi
 
 median() { sort -g | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]; else print "nan"}'; }
 p2p=() bc=() rr=() me=() mb=()
@@ -45,9 +51,9 @@ for ((rep = 0; rep < REPS; ++rep)); do
   # in total: all elements over the longest member stream
   rr+=("$(awk -v c="$COUNT" '/RESULT/ {for (i = 1; i <= NF; ++i) if ($i ~ /^seconds=/) {split($i, a, "="); if (a[2] > m) m = a[2]}} END {print c / m}' <<<"$out")")
   if ((have_mpi)); then
-    out=$(mpirun "${mpirun_flags[@]}" -np $((N + 1)) "$MPI" --mode element --count 200000 2>&1)
+    out=$(mpirun "${mpirun_flags[@]}" -np $((N + 1)) "$MPI" --mode element --count 200000 2>&1) || echo "$out" >&2
     me+=("$(sed -n 's/.*elements_per_s=\([^ ]*\).*/\1/p' <<<"$out" | head -1)")
-    out=$(mpirun "${mpirun_flags[@]}" -np $((N + 1)) "$MPI" --mode buffer --size 65536 --count 5000 2>&1)
+    out=$(mpirun "${mpirun_flags[@]}" -np $((N + 1)) "$MPI" --mode buffer --size 65536 --count 5000 2>&1) || echo "$out" >&2
     mb+=("$(sed -n 's/.*bytes_per_s=\([^ ]*\).*/\1/p' <<<"$out" | head -1)")
   fi
 done
