@@ -23,6 +23,17 @@
 namespace {
 struct Leader {};
 struct Workers {};
+
+// What this worker observes. Touched only by its sink (a serial TBB node).
+struct Checker {
+  int64_t seen = 0, last = -1, errors = 0, count = 0;
+  std::chrono::steady_clock::time_point first_at, last_at;
+  void mark(bool at_end) {
+    if (seen == 0) first_at = std::chrono::steady_clock::now();
+    if (at_end) last_at = std::chrono::steady_clock::now();
+  }
+};
+Checker g_check;
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -45,27 +56,38 @@ int main(int argc, char** argv) {
   auto on_workers = pattern == "broadcast"
                         ? numbers.broadcast(workers, sluice::nondet("stable membership"))
                         : numbers.round_robin(workers, sluice::nondet("stable membership"));
-  // One process per member under sluice-run: these are this member's.
-  static int64_t seen = 0, last = -1, errors = 0;
-  static std::chrono::steady_clock::time_point first_at, last_at;
-  const bool bcast = pattern == "broadcast";
-  on_workers.for_each([bcast, count](int64_t x) {
-    if (seen == 0) first_at = std::chrono::steady_clock::now();
-    if (bcast ? x != last + 1 : x <= last) ++errors;
-    last = x;
-    ++seen;
-    // A member's last element is among the stream's last few (round_robin deals them out).
-    if (x >= count - 64) last_at = std::chrono::steady_clock::now();
-  });
+  // One process per member under sluice-run: these are this member's. Broadcast checks each
+  // element exactly as sluice_throughput's P->P receiver does (value == index, the clock read
+  // only at the first and the last element), so the two rates compare the transports, not the
+  // checks.
+  g_check.count = count;
+  if (pattern == "broadcast") {
+    on_workers.for_each([](const int64_t& x) {
+      Checker& c = g_check;
+      c.mark(c.seen + 1 == c.count);
+      if (x != c.seen) ++c.errors;
+      ++c.seen;
+    });
+  } else {
+    on_workers.for_each([](const int64_t& x) {
+      Checker& c = g_check;
+      // A member's last element is among the stream's last few (round_robin deals them out).
+      c.mark(x >= c.count - 64);
+      if (x <= c.last) ++c.errors;
+      c.last = x;
+      ++c.seen;
+    });
+  }
   int rc = sluice::run(flow, argc, argv);
   const char* loc = std::getenv("SLUICE_LOCATION");
   if (loc != nullptr && std::string(loc) == "workers" && rc == 0) {
-    double s = std::chrono::duration<double>(last_at - first_at).count();
+    const Checker& c = g_check;
+    double s = std::chrono::duration<double>(c.last_at - c.first_at).count();
     std::printf("RESULT pattern=%s member=%s count=%" PRId64 " seconds=%.6f elements_per_s=%.6g\n",
-                pattern.c_str(), std::getenv("SLUICE_MEMBER"), seen, s,
-                s > 0 ? static_cast<double>(seen) / s : 0.0);
-    if (errors != 0 || (bcast && seen != count)) {
-      std::fprintf(stderr, "worker: %" PRId64 " elements out of order or missing\n", errors);
+                pattern.c_str(), std::getenv("SLUICE_MEMBER"), c.seen, s,
+                s > 0 ? static_cast<double>(c.seen) / s : 0.0);
+    if (c.errors != 0 || (pattern == "broadcast" && c.seen != count)) {
+      std::fprintf(stderr, "worker: %" PRId64 " elements out of order or missing\n", c.errors);
       return 1;
     }
   }
