@@ -1883,9 +1883,20 @@ class Tick {
 };
 
 // Declares the locations and collections of a program. Build it the same way in every process.
+// Locations and streams refer to the builder's graph: use them while the builder lives.
 class FlowBuilder {
  public:
   FlowBuilder() : state_(std::make_shared<detail::FlowState>()) {}
+  FlowBuilder(const FlowBuilder&) = delete;
+  FlowBuilder& operator=(const FlowBuilder&) = delete;
+  FlowBuilder(FlowBuilder&&) = default;
+  FlowBuilder& operator=(FlowBuilder&&) = default;
+  // An operator's function may hold a location (to call a cluster's self_id()), and a location
+  // shares the builder's state, which holds the function: a cycle. Dropping the graph here
+  // breaks it, or the whole program would outlive the builder.
+  ~FlowBuilder() {
+    if (state_) state_->graph = ir::Graph{};
+  }
 
   template <typename Tag>
   Process<Tag> process(std::string name) {
