@@ -26,9 +26,10 @@ cmake -S "$root" -B "$tsan" -DCMAKE_BUILD_TYPE=Debug -DSLUICE_BUILD_BENCH=OFF \
   -DSLUICE_BUILD_EXAMPLES=ON -DSLUICE_WERROR=$werror \
   -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
-cmake --build "$tsan" -j "$(nproc 2>/dev/null || echo 2)" --target node_test frame_test
+cmake --build "$tsan" -j "$(nproc 2>/dev/null || echo 2)" --target node_test frame_test shared_segment_test
 export UCX_MEM_EVENTS=no UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 echo "== transport tests under TSan"
 "$tsan/tests/frame_test" --gtest_brief=1
+"$tsan/tests/shared_segment_test" --gtest_brief=1
 "$tsan/tests/node_test" --gtest_brief=1

@@ -118,6 +118,7 @@ std::optional<uint32_t> location_named(const ir::Graph& g, const std::string& na
 
 constexpr uint32_t kNoRank = UINT32_MAX;  // a member id nobody here has heard of
 constexpr size_t kNoSend = SIZE_MAX;      // a member id a network edge has no output for
+constexpr size_t kTakeBytes = 1u << 20;   // frames decoded per input per tick (about L2)
 
 // What a membership source sees of a cluster: every member present at start joins at the first
 // poll, a member added to the running job joins at the poll after the runtime admitted it; a
@@ -205,6 +206,17 @@ class MemberRuntime {
     }
     for (auto& [loc, edges] : joiners) {
       node_->accept_joiners(g_.location(loc).name, std::move(edges.first), std::move(edges.second));
+    }
+    // A member that broadcasts encodes each payload once into memory its peers on this host map.
+    // Blocks hold a frame's payload (about tick_bytes; larger frames go by UCX).
+    for (const auto& n : g_.nodes()) {
+      if (n.kind == ir::NodeKind::kNetwork && n.route == ir::Route::kBroadcast &&
+          n.location == location_) {
+        size_t block = std::min(opts_.transport.max_frame_bytes,
+                                std::max<size_t>(size_t{4} << 20, 4 * opts_.tick_bytes));
+        node_->share_broadcast_memory(block, 16);
+        break;
+      }
     }
   }
 
@@ -677,10 +689,16 @@ class MemberRuntime {
       Slot& slot = slots_[r.ir_node];
       slot.out.clear();
       size_t first = rx_.size();
-      node_->take(r.edge, rx_, 64);
+      // About an L2's worth a tick: what is decoded here is read again by the consumers
+      // right after, and a backlog taken whole would leave it in memory, not cache.
+      node_->take(r.edge, rx_, 64, kTakeBytes);
       for (size_t i = first; i < rx_.size(); ++i) {
         auto& f = rx_[i];
-        auto b = r.codec->decode(f.elements(), f.count(), f.share());
+        const size_t bytes = f.elements().size();
+        // A split frame's elements have a buffer of their own: plain values take it as it is.
+        auto mem = r.codec->adopt ? f.take_elements() : transport::PooledBuffer();
+        auto b = mem ? r.codec->adopt(std::move(mem), bytes, f.count())
+                     : r.codec->decode(f.elements(), f.count(), f.share());
         if (!b) {
           ++decode_errors_;
           SLUICE_LOG_ERROR("edge %u: dropped a frame from rank %u: %s", r.edge, f.src(),
@@ -694,7 +712,7 @@ class MemberRuntime {
         auto& st = r.from[f.src()];
         ++st.frames;
         st.elements += f.count();
-        st.bytes += f.elements().size();
+        st.bytes += bytes;
         // Keyed by sender: (MemberId<sender>, element) pairs.
         if (r.codec->tag) *b = r.codec->tag(*b, roster_[f.src()].member);
         slot.out.push_back(std::move(*b));
@@ -903,7 +921,8 @@ class MemberRuntime {
   static constexpr std::chrono::microseconds kMaxSendWait{2000};
   // A broadcast frame's elements encoded once per flush; every destination's frame sends them.
   struct Encoded {
-    transport::PooledBuffer bytes;  // empty when `data` is the batch's own memory
+    std::shared_ptr<uint8_t> shared;  // a block of the node's shared segment, when it had one
+    transport::PooledBuffer bytes;    // empty when `data` is the batch's own memory or `shared`
     const uint8_t* data = nullptr;
     size_t size = 0;
   };
@@ -925,15 +944,19 @@ class MemberRuntime {
       auto& e = encoded[key];
       if (e != nullptr) return e;
       auto enc = std::make_shared<Encoded>();
-      if (batches.size() == 1 && codec.raw) {
+      // Peers on this host copy the payload out of the node's shared segment themselves: one
+      // copy here beats one kernel copy per member (see Node::share_broadcast_memory).
+      enc->shared = node_->shared_buffer(bytes);
+      if (!enc->shared && batches.size() == 1 && codec.raw) {
         auto view = codec.raw(*batches[0]);
         enc->data = view.data();
         enc->size = view.size();
       } else {
-        enc->bytes = transport::pool_allocate(bytes);
-        enc->data = enc->bytes.get();
+        if (!enc->shared) enc->bytes = transport::pool_allocate(bytes);
+        uint8_t* const start = enc->shared ? enc->shared.get() : enc->bytes.get();
+        enc->data = start;
         enc->size = bytes;
-        uint8_t* p = enc->bytes.get();
+        uint8_t* p = start;
         for (const auto& b : batches) {
           if (codec.raw) {
             auto view = codec.raw(*b);
@@ -943,7 +966,7 @@ class MemberRuntime {
             p = codec.encode(*b, p, nullptr);
           }
         }
-        assert(p == enc->bytes.get() + bytes && "a Codec's size() disagrees with encode()");
+        assert(p == start + bytes && "a Codec's size() disagrees with encode()");
       }
       e = std::move(enc);
       return e;
@@ -1114,15 +1137,18 @@ void print_stats(const std::string& who, const Node& node,
                  const std::vector<transport::PeerInfo>& roster,
                  const std::vector<EdgeStat>& edges) {
   auto st = node.stats();
-  std::fprintf(stderr, "sluice stats [%s]\n  %-14s %10s %14s %10s %14s %8s %10s %s\n", who.c_str(),
-               "peer", "frames_tx", "bytes_tx", "frames_rx", "bytes_rx", "rejected", "blocked_ms",
-               "lanes");
+  // split/shared: of frames_tx, those sent split (payload pulled by the peer through UCX) and
+  // those whose payload the peer copied out of this member's shared segment.
+  std::fprintf(stderr, "sluice stats [%s]\n  %-14s %10s %14s %8s %8s %10s %14s %8s %10s %s\n",
+               who.c_str(), "peer", "frames_tx", "bytes_tx", "split", "shared", "frames_rx",
+               "bytes_rx", "rejected", "blocked_ms", "lanes");
   for (uint32_t r = 0; r < st.size(); ++r) {
     if (r == node.rank()) continue;
     const auto& p = st[r];
-    std::fprintf(stderr, "  %-14s %10llu %14llu %10llu %14llu %8llu %10.1f %s%s\n",
+    std::fprintf(stderr, "  %-14s %10llu %14llu %8llu %8llu %10llu %14llu %8llu %10.1f %s%s\n",
                  rank_name(roster, r).c_str(), (unsigned long long)p.frames_sent,
-                 (unsigned long long)p.bytes_sent, (unsigned long long)p.frames_received,
+                 (unsigned long long)p.bytes_sent, (unsigned long long)p.frames_split,
+                 (unsigned long long)p.frames_shared, (unsigned long long)p.frames_received,
                  (unsigned long long)p.bytes_received, (unsigned long long)p.frames_rejected,
                  static_cast<double>(p.blocked_ns) / 1e6, p.lanes.empty() ? "-" : p.lanes.c_str(),
                  p.lost ? " (lost)" : "");
@@ -1161,10 +1187,12 @@ void write_stats_json(const std::string& dir, const std::string& who, const Node
       const auto& p = st[r];
       std::fprintf(f,
                    "%s\n  {\"peer\": \"%s\", \"frames_tx\": %llu, \"bytes_tx\": %llu, "
-                   "\"frames_rx\": %llu, \"bytes_rx\": %llu, \"rejected\": %llu, "
+                   "\"frames_split\": %llu, \"frames_shared\": %llu, \"frames_rx\": %llu, "
+                   "\"bytes_rx\": %llu, \"rejected\": %llu, "
                    "\"blocked_ms\": %.3f, \"lanes\": \"%s\", \"lost\": %s}",
                    first ? "" : ",", rank_name(roster, r).c_str(),
                    (unsigned long long)p.frames_sent, (unsigned long long)p.bytes_sent,
+                   (unsigned long long)p.frames_split, (unsigned long long)p.frames_shared,
                    (unsigned long long)p.frames_received, (unsigned long long)p.bytes_received,
                    (unsigned long long)p.frames_rejected, static_cast<double>(p.blocked_ns) / 1e6,
                    p.lanes.c_str(), p.lost ? "true" : "false");

@@ -1,6 +1,7 @@
 // The IR a flow records, and its dumps.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <vector>
 
 #include "sluice/flow.hpp"
@@ -59,3 +60,44 @@ TEST(Ir, MermaidDumpHasASubgraphPerLocationAndEveryEdge) {
 
 }  // namespace
 }  // namespace sluice
+
+namespace sluice::ir {
+namespace {
+
+// A received frame's elements (a pool buffer holding just them) become a batch as they are.
+TEST(BatchMemory, APoolBufferOfExactlyTheElementsIsAdoptedWithoutACopy) {
+  constexpr size_t kCount = 100000;
+  auto mem = transport::pool_allocate(kCount * sizeof(int64_t));
+  for (size_t i = 0; i < kCount; ++i) {
+    int64_t v = static_cast<int64_t>(i) * 7;
+    std::memcpy(mem.get() + i * sizeof v, &v, sizeof v);
+  }
+  const uint8_t* raw = mem.get();
+  Vec<int64_t> items;
+  ASSERT_TRUE(adopt_into(items, mem, kCount));
+  EXPECT_FALSE(mem) << "the batch owns it now";
+  EXPECT_EQ(reinterpret_cast<const uint8_t*>(items.data()), raw);
+  ASSERT_EQ(items.size(), kCount);
+  for (size_t i = 0; i < kCount; ++i) ASSERT_EQ(items[i], static_cast<int64_t>(i) * 7) << i;
+  items.push_back(1);  // grows like any batch: the adopted buffer goes back to the pool
+  EXPECT_EQ(items.back(), 1);
+}
+
+TEST(BatchMemory, BuffersTheAllocatorWouldNotHaveDrawnAreNotAdopted) {
+  // Too small for the pool, or of another size class: left to the caller, who copies.
+  auto small = transport::pool_allocate(10 * sizeof(int64_t));
+  Vec<int64_t> a;
+  EXPECT_FALSE(adopt_into(a, small, 10));
+  EXPECT_TRUE(small);
+  auto big = transport::pool_allocate(size_t{1} << 22);
+  Vec<int64_t> b;
+  EXPECT_FALSE(adopt_into(b, big, 3000));
+  EXPECT_TRUE(big);
+  EXPECT_TRUE(a.empty() && b.empty());
+  // Nothing is left pending for a later allocation on this thread.
+  Vec<int64_t> c(3000);
+  EXPECT_NE(reinterpret_cast<uint8_t*>(c.data()), big.get());
+}
+
+}  // namespace
+}  // namespace sluice::ir

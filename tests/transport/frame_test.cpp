@@ -50,6 +50,46 @@ TEST(Frame, ValidFrameRoundTrips) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(v->elements.data()) % 8, 0u) << "elements are 8-aligned";
 }
 
+TEST(Frame, SplitFrameDecodesFromItsPrefixWithTheElementsElsewhere) {
+  std::vector<uint8_t> payload(1000);  // leaves padding after the elements
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 3);
+  OwnedFrame f = make_frame(1000, payload);
+  // Where the elements start: the frame's prefix is everything before.
+  size_t at = 0;
+  while (at + payload.size() <= f.bytes().size() &&
+         std::memcmp(f.bytes().data() + at, payload.data(), payload.size()) != 0) {
+    ++at;
+  }
+  ASSERT_LE(at + payload.size(), f.bytes().size());
+  Aligned head(f.bytes().first(at));
+  std::vector<uint8_t> elements = payload;
+  auto v = decode_split_data_frame(head.mut(), elements, kCheck);
+  ASSERT_TRUE(v) << v.error();
+  EXPECT_EQ(v->edge, 7u);
+  EXPECT_EQ(v->seq, 3u);
+  EXPECT_EQ(v->count, 1000u);
+  EXPECT_EQ(v->elements.data(), elements.data()) << "the elements are the payload, not a copy";
+  EXPECT_EQ(v->elements.size(), elements.size());
+
+  // A payload of another length than the element vector announces: refused, prefix untouched.
+  Aligned again(f.bytes().first(at));
+  std::vector<uint8_t> shorter(payload.begin(), payload.end() - 8);
+  auto bad = decode_split_data_frame(again.mut(), shorter, kCheck);
+  EXPECT_FALSE(bad);
+  EXPECT_EQ(0, std::memcmp(again.bytes().data(), f.bytes().data(), at));
+  // A prefix that ends inside the elements (a payload that is only their tail): refused, the
+  // prefix as it came, for the caller to decode the frame whole.
+  Aligned inside(f.bytes().first(at + 16));
+  std::vector<uint8_t> tail(payload.begin() + 16, payload.end());
+  auto other = decode_split_data_frame(inside.mut(), tail, kCheck);
+  EXPECT_FALSE(other);
+  EXPECT_EQ(0, std::memcmp(inside.bytes().data(), f.bytes().data(), at + 16));
+  // Not a frame at all.
+  std::vector<uint8_t> junk(64, 0x5a);
+  Aligned garbage(junk);
+  EXPECT_FALSE(decode_split_data_frame(garbage.mut(), elements, kCheck));
+}
+
 TEST(Frame, EmptyFrameRoundTrips) {
   OwnedFrame f = make_frame(0, {});
   Aligned a(f.bytes());
@@ -154,7 +194,8 @@ TEST(Frame, ControlFrameIsNotADataFrame) {
 
 TEST(Frame, EveryControlKindRoundTrips) {
   for (auto kind : {ControlKind::kHello, ControlKind::kHeartbeat, ControlKind::kCredit,
-                    ControlKind::kClose, ControlKind::kCloseAck, ControlKind::kBye}) {
+                    ControlKind::kClose, ControlKind::kCloseAck, ControlKind::kBye,
+                    ControlKind::kSharedOffer, ControlKind::kSharedAccept}) {
     ControlMsg m;
     m.kind = kind;
     m.src = 0;
@@ -163,6 +204,9 @@ TEST(Frame, EveryControlKindRoundTrips) {
     m.value = 77;
     m.job = "job-x";
     m.pid = 1234;
+    m.fd = 9;
+    m.nonce = 0x1234567890abcdefULL;
+    m.reader = 5;
     OwnedFrame f = encode_control(m);
     Aligned a(f.bytes());
     auto c = decode_control(a.bytes(), kCheck);
@@ -172,13 +216,23 @@ TEST(Frame, EveryControlKindRoundTrips) {
       EXPECT_EQ(c->job, "job-x");
       EXPECT_EQ(c->pid, 1234u);
     }
+    if (kind == ControlKind::kSharedOffer) {
+      EXPECT_EQ(c->pid, 1234u);
+      EXPECT_EQ(c->fd, 9);
+      EXPECT_EQ(c->value, 77u);
+      EXPECT_EQ(c->reader, 5u);
+    }
+    if (kind == ControlKind::kSharedOffer || kind == ControlKind::kSharedAccept) {
+      EXPECT_EQ(c->nonce, 0x1234567890abcdefULL);
+    }
   }
 }
 
 TEST(Frame, ControlFrameWithATypeButNoBodyIsRejected) {
   for (auto type :
        {wire::ControlBody::Hello, wire::ControlBody::Heartbeat, wire::ControlBody::Credit,
-        wire::ControlBody::Close, wire::ControlBody::CloseAck}) {
+        wire::ControlBody::Close, wire::ControlBody::CloseAck, wire::ControlBody::SharedOffer,
+        wire::ControlBody::SharedAccept}) {
     flatbuffers::FlatBufferBuilder fbb;
     fbb.Finish(wire::CreateControl(fbb, /*src=*/0, /*dst=*/1, type, /*body=*/0),
                wire::ControlIdentifier());

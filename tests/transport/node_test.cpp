@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include "shared_segment.hpp"
 #include "sluice/transport/node.hpp"
 
 namespace sluice::transport {
@@ -19,6 +20,80 @@ using std::chrono::milliseconds;
 struct Mode {
   TransportKind kind;
   ProgressMode progress;
+};
+
+// A raw UCX worker that speaks whatever bytes a test wants, posing as a member of the job.
+class Rogue {
+ public:
+  explicit Rogue(TransportKind kind) {
+    ucp_config_t* cfg;
+    EXPECT_EQ(ucp_config_read(nullptr, nullptr, &cfg), UCS_OK);
+    ucp_config_modify(cfg, "TLS", kind == TransportKind::kTcp ? "tcp,self" : "sm,self");
+    if (kind == TransportKind::kTcp) ucp_config_modify(cfg, "NET_DEVICES", "lo");
+    ucp_params_t p{};
+    p.field_mask = UCP_PARAM_FIELD_FEATURES;
+    p.features = UCP_FEATURE_AM;
+    EXPECT_EQ(ucp_init(&p, cfg, &ctx_), UCS_OK);
+    ucp_config_release(cfg);
+    ucp_worker_params_t wp{};
+    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+    EXPECT_EQ(ucp_worker_create(ctx_, &wp, &worker_), UCS_OK);
+    for (unsigned id : {1u, 2u}) {  // swallow whatever the job sends us
+      ucp_am_handler_param_t hp{};
+      hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                      UCP_AM_HANDLER_PARAM_FIELD_ARG;
+      hp.id = id;
+      hp.cb = [](void*, const void*, size_t, void*, size_t, const ucp_am_recv_param_t*) {
+        return UCS_OK;
+      };
+      hp.arg = nullptr;
+      ucp_worker_set_am_recv_handler(worker_, &hp);
+    }
+  }
+  ~Rogue() {
+    if (ep_ != nullptr) {
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      auto r = ucp_ep_close_nbx(ep_, &p);
+      while (UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS) progress();
+      if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
+    }
+    ucp_worker_destroy(worker_);
+    ucp_cleanup(ctx_);
+  }
+  std::vector<uint8_t> address() {
+    ucp_address_t* a;
+    size_t len;
+    EXPECT_EQ(ucp_worker_get_address(worker_, &a, &len), UCS_OK);
+    std::vector<uint8_t> out(reinterpret_cast<uint8_t*>(a), reinterpret_cast<uint8_t*>(a) + len);
+    ucp_worker_release_address(worker_, a);
+    return out;
+  }
+  void connect(const std::vector<uint8_t>& addr) {
+    ucp_ep_params_t p{};
+    p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+    p.address = reinterpret_cast<const ucp_address_t*>(addr.data());
+    ASSERT_EQ(ucp_ep_create(worker_, &p, &ep_), UCS_OK);
+  }
+  // Sends and waits for completion, driving `also` too (the receiving nodes in spin mode).
+  void send(unsigned id, const void* header, size_t hlen, const void* data, size_t len) {
+    ucp_request_param_t p{};
+    auto r = ucp_am_send_nbx(ep_, id, header, hlen, data, len, &p);
+    while (UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS) {
+      progress();
+      if (also) also();
+    }
+    if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
+  }
+  std::function<void()> also;
+  void progress() { ucp_worker_progress(worker_); }
+
+ private:
+  ucp_context_h ctx_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  ucp_ep_h ep_ = nullptr;
 };
 
 class NodeTest : public ::testing::TestWithParam<Mode> {
@@ -74,6 +149,18 @@ class NodeTest : public ::testing::TestWithParam<Mode> {
     std::vector<std::thread> leaving;
     for (auto& n : nodes_) leaving.emplace_back([&n] { n->shutdown(); });
     for (auto& t : leaving) t.join();
+  }
+
+  // One node that expects edge 0 from rank 1, a raw peer the test speaks through (job of 2).
+  std::unique_ptr<Rogue> node_with_rogue() {
+    constexpr uint32_t kRogue = 1;
+    make_job(
+        1, {}, [](uint32_t, Node& n) { n.expect_input(0, kRogue); }, /*job_size=*/2);
+    auto rogue = std::make_unique<Rogue>(GetParam().kind);
+    rogue->also = [this] { progress_all(); };
+    connect_all(table({rogue->address()}));
+    rogue->connect(nodes_[0]->worker_address());
+    return rogue;
   }
 
   // Spin mode has no progress thread: the test drives every node it owns (no-op when adaptive).
@@ -234,6 +321,116 @@ TEST_P(NodeTest, FrameWhoseOneHoleEndsItGoesSplitAndArrivesWhole) {
   EXPECT_EQ(nodes_[0]->stats()[1].frames_split, GetParam().kind == TransportKind::kTcp ? 0u : 4u);
 }
 
+TEST_P(NodeTest, SplitFrameWhoseHoleIsAllItsElementsHandsThemOverInTheirOwnBuffer) {
+  // The runtime's broadcast frames: one hole that is the whole element vector. The receiver keeps
+  // those elements in a buffer of their own, which the consumer may take (a batch adopts it).
+  make_job(2, {}, [](uint32_t r, Node& n) {
+    if (r == 0) n.declare_output(0, 1);
+    if (r == 1) n.expect_input(0, 0);
+  });
+  connect_all(table());
+  for (size_t payload : {size_t{1} << 20, size_t{4096}}) {
+    auto a = std::make_shared<std::vector<uint8_t>>(payload);
+    for (size_t i = 0; i < payload; ++i) (*a)[i] = static_cast<uint8_t>(i * 5 + 3);
+    ASSERT_EQ(nodes_[0]->send_data(
+                  0, 1, 1, static_cast<uint32_t>(payload), payload,
+                  [&](uint8_t* p, std::vector<FrameHole>& holes) {
+                    holes.push_back({p, a->data(), payload});
+                  },
+                  a, std::chrono::microseconds::max(), /*split=*/true),
+              SendStatus::kOk);
+    std::vector<RxFrame> got;
+    ASSERT_TRUE(take_until(*nodes_[1], 0, got, [&] { return !got.empty(); }));
+    ASSERT_EQ(got[0].elements().size(), payload);
+    EXPECT_TRUE(std::equal(a->begin(), a->end(), got[0].elements().begin()));
+    PooledBuffer mem = got[0].take_elements();
+    if (GetParam().kind == TransportKind::kTcp) {
+      EXPECT_FALSE(mem) << "over tcp frames are not split: their elements are inside the frame";
+      continue;
+    }
+    ASSERT_TRUE(mem);
+    EXPECT_TRUE(got[0].elements().empty());
+    EXPECT_EQ(mem.get_deleter().size_class, pool_deleter_for(payload).size_class);
+    EXPECT_EQ(0, std::memcmp(mem.get(), a->data(), payload));
+  }
+  EXPECT_EQ(nodes_[1]->rejected_frames(), 0u);
+}
+
+TEST_P(NodeTest, BroadcastPayloadsInTheSharedSegmentReachEveryMemberByName) {
+  // Node 0 encodes each payload once into its shared segment; nodes 1 and 2 (same host) copy it
+  // out themselves. Two blocks carry twelve frames: a block comes back once both copied it and
+  // the sender dropped it. Over tcp there is no segment (tcp only, as asked).
+  constexpr size_t kBlock = 256 * 1024;
+  make_job(3, {}, [](uint32_t r, Node& n) {
+    if (r == 0) {
+      n.share_broadcast_memory(kBlock, 2);
+      n.declare_output(0, 1);
+      n.declare_output(0, 2);
+    } else {
+      n.expect_input(0, 0);
+    }
+  });
+  connect_all(table());
+  const bool tcp = GetParam().kind == TransportKind::kTcp;
+  // Both peers mapped the segment before anything is sent (watchdog only).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto mapped = [&] {
+    auto st = nodes_[0]->stats();
+    return st[1].maps_shared && st[2].maps_shared;
+  };
+  while (!tcp && !mapped() && std::chrono::steady_clock::now() < deadline) {
+    progress_all();
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(mapped(), !tcp);
+  // Waits (watchdog only) for a free block: the peers release each block once they copied it.
+  auto block = [&](size_t bytes) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    std::shared_ptr<uint8_t> b;
+    while (!tcp && !(b = nodes_[0]->shared_buffer(bytes)) &&
+           std::chrono::steady_clock::now() < until) {
+      progress_all();
+      std::this_thread::yield();
+    }
+    return b;
+  };
+  constexpr int kFrames = 12;
+  for (int i = 0; i < kFrames; ++i) {
+    const size_t payload = i % 2 == 0 ? kBlock : size_t{1000} + static_cast<size_t>(i);
+    std::shared_ptr<uint8_t> buf = block(payload);
+    ASSERT_EQ(buf == nullptr, tcp) << "frame " << i;
+    if (tcp) buf = std::shared_ptr<uint8_t>(new uint8_t[payload], std::default_delete<uint8_t[]>());
+    for (size_t k = 0; k < payload; ++k) buf.get()[k] = static_cast<uint8_t>(k * 31 + i);
+    const size_t bytes = 16 + payload;
+    for (uint32_t dst : {1u, 2u}) {
+      ASSERT_EQ(nodes_[0]->send_data(
+                    0, dst, 1, 1, bytes,
+                    [&](uint8_t* p, std::vector<FrameHole>& holes) {
+                      std::memset(p, 0x11, 16);
+                      holes.push_back({p + 16, buf.get(), payload});
+                    },
+                    buf, std::chrono::microseconds::max(), /*split=*/true),
+                SendStatus::kOk);
+    }
+    std::vector<uint8_t> expected(buf.get(), buf.get() + payload);
+    buf.reset();  // the frames keep it until sent; the peers' bits until they copied it
+    for (uint32_t dst : {1u, 2u}) {
+      std::vector<RxFrame> got;
+      ASSERT_TRUE(take_until(*nodes_[dst], 0, got, [&] { return !got.empty(); }));
+      auto e = got[0].elements();
+      ASSERT_EQ(e.size(), bytes) << "frame " << i << " at node " << dst;
+      EXPECT_EQ(std::count(e.begin(), e.begin() + 16, uint8_t{0x11}), 16);
+      EXPECT_TRUE(std::equal(expected.begin(), expected.end(), e.begin() + 16))
+          << "frame " << i << " at node " << dst;
+    }
+  }
+  for (uint32_t dst : {1u, 2u}) {
+    const auto st = nodes_[0]->stats()[dst];
+    EXPECT_EQ(st.frames_shared, tcp ? 0u : static_cast<uint64_t>(kFrames)) << dst;
+    EXPECT_EQ(nodes_[dst]->rejected_frames(), 0u);
+  }
+}
+
 TEST_P(NodeTest, MemberThatJoinsLaterGetsChannelsBothWays) {
   // Nodes 0 and 1 run; node 2 (location "j") joins later. The launcher's word of it reaches the
   // running nodes through a watched fd, as in a real job, so add_peer runs on their progress
@@ -356,79 +553,16 @@ TEST_P(NodeTest, SlowReceiverPushesBackOnTheSender) {
   EXPECT_EQ(total, static_cast<size_t>(kFrames));
 }
 
-// A raw UCX worker that speaks whatever bytes a test wants, posing as a member of the job.
-class Rogue {
- public:
-  explicit Rogue(TransportKind kind) {
-    ucp_config_t* cfg;
-    EXPECT_EQ(ucp_config_read(nullptr, nullptr, &cfg), UCS_OK);
-    ucp_config_modify(cfg, "TLS", kind == TransportKind::kTcp ? "tcp,self" : "sm,self");
-    if (kind == TransportKind::kTcp) ucp_config_modify(cfg, "NET_DEVICES", "lo");
-    ucp_params_t p{};
-    p.field_mask = UCP_PARAM_FIELD_FEATURES;
-    p.features = UCP_FEATURE_AM;
-    EXPECT_EQ(ucp_init(&p, cfg, &ctx_), UCS_OK);
-    ucp_config_release(cfg);
-    ucp_worker_params_t wp{};
-    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-    wp.thread_mode = UCS_THREAD_MODE_SINGLE;
-    EXPECT_EQ(ucp_worker_create(ctx_, &wp, &worker_), UCS_OK);
-    for (unsigned id : {1u, 2u}) {  // swallow whatever the job sends us
-      ucp_am_handler_param_t hp{};
-      hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
-                      UCP_AM_HANDLER_PARAM_FIELD_ARG;
-      hp.id = id;
-      hp.cb = [](void*, const void*, size_t, void*, size_t, const ucp_am_recv_param_t*) {
-        return UCS_OK;
-      };
-      hp.arg = nullptr;
-      ucp_worker_set_am_recv_handler(worker_, &hp);
-    }
+// Drives the rogue and the job until `rx` rejected `n` frames, or 20 s pass (a watchdog).
+void await_rejections(Node& rx, Rogue& rogue, uint64_t n) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (rx.rejected_frames() < n && std::chrono::steady_clock::now() < deadline) {
+    rogue.progress();
+    if (rogue.also) rogue.also();
+    uint64_t seen = rx.activity();
+    rx.wait_activity(seen, milliseconds(10));
   }
-  ~Rogue() {
-    if (ep_ != nullptr) {
-      ucp_request_param_t p{};
-      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-      auto r = ucp_ep_close_nbx(ep_, &p);
-      while (UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS) progress();
-      if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
-    }
-    ucp_worker_destroy(worker_);
-    ucp_cleanup(ctx_);
-  }
-  std::vector<uint8_t> address() {
-    ucp_address_t* a;
-    size_t len;
-    EXPECT_EQ(ucp_worker_get_address(worker_, &a, &len), UCS_OK);
-    std::vector<uint8_t> out(reinterpret_cast<uint8_t*>(a), reinterpret_cast<uint8_t*>(a) + len);
-    ucp_worker_release_address(worker_, a);
-    return out;
-  }
-  void connect(const std::vector<uint8_t>& addr) {
-    ucp_ep_params_t p{};
-    p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
-    p.address = reinterpret_cast<const ucp_address_t*>(addr.data());
-    ASSERT_EQ(ucp_ep_create(worker_, &p, &ep_), UCS_OK);
-  }
-  // Sends and waits for completion, driving `also` too (the receiving nodes in spin mode).
-  void send(unsigned id, const void* header, size_t hlen, const void* data, size_t len) {
-    ucp_request_param_t p{};
-    auto r = ucp_am_send_nbx(ep_, id, header, hlen, data, len, &p);
-    while (UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS) {
-      progress();
-      if (also) also();
-    }
-    if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
-  }
-  std::function<void()> also;
-  void progress() { ucp_worker_progress(worker_); }
-
- private:
-  ucp_context_h ctx_ = nullptr;
-  ucp_worker_h worker_ = nullptr;
-  ucp_ep_h ep_ = nullptr;
-};
+}
 
 TEST_P(NodeTest, MalformedFramesAreRejectedAndTheReceiverKeepsRunning) {
   constexpr uint32_t kRogue = 2;
@@ -504,13 +638,7 @@ TEST_P(NodeTest, MalformedFramesAreRejectedAndTheReceiverKeepsRunning) {
   std::memcpy(split10.data() + sizeof h10, split_wrong_edge.bytes().data(), h10.prefix);
   rogue.send(1, split10.data(), split10.size(), split_wrong_edge.bytes().data() + h10.prefix, 64);
 
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (rx.rejected_frames() < 10 && std::chrono::steady_clock::now() < deadline) {
-    rogue.progress();
-    progress_all();
-    uint64_t seen = rx.activity();
-    rx.wait_activity(seen, milliseconds(10));
-  }
+  await_rejections(rx, rogue, 10);
   EXPECT_EQ(rx.rejected_frames(), 10u);
 
   // The legitimate sender is unaffected.
@@ -529,12 +657,8 @@ TEST_P(NodeTest, SplitFramesFromARawPeerAreReassembledAndDelivered) {
   // left-out padding back together, eagerly and by rendezvous, with element sizes that leave
   // padding (3 and 5 bytes here).
   constexpr uint32_t kRogue = 1;
-  make_job(
-      1, {}, [](uint32_t, Node& n) { n.expect_input(0, kRogue); }, /*job_size=*/2);
-  Rogue rogue(GetParam().kind);
-  rogue.also = [this] { progress_all(); };
-  connect_all(table({rogue.address()}));
-  rogue.connect(nodes_[0]->worker_address());
+  auto rogue_peer = node_with_rogue();
+  Rogue& rogue = *rogue_peer;
   Node& rx = *nodes_[0];
   uint64_t seq = 0;
   for (size_t bytes : {size_t{61}, size_t{400} * 1024 + 3}) {
@@ -563,6 +687,82 @@ TEST_P(NodeTest, SplitFramesFromARawPeerAreReassembledAndDelivered) {
     }
   }
   EXPECT_EQ(rx.rejected_frames(), 0u);
+}
+
+TEST_P(NodeTest, SharedSegmentFramesFromARawPeerAreCheckedBeforeTheyAreCopied) {
+  // A raw peer offers a real segment (made here with the node's own SegmentWriter), then names
+  // its blocks: a good frame arrives whole; a block out of range, a size past the block, a
+  // stale generation and a frame that also carries a payload are each refused with a reason.
+  if (GetParam().kind == TransportKind::kTcp) GTEST_SKIP() << "a tcp member maps no segment";
+  constexpr uint32_t kRogue = 1;
+  constexpr size_t kBlock = 64 * 1024;
+  auto rogue_peer = node_with_rogue();
+  Rogue& rogue = *rogue_peer;
+  Node& rx = *nodes_[0];
+  auto seg = detail::SegmentWriter::create(kBlock, 2, kRogue);
+  ASSERT_TRUE(seg) << seg.error();
+  ControlMsg offer;
+  offer.kind = ControlKind::kSharedOffer;
+  offer.src = kRogue;
+  offer.dst = 0;
+  offer.pid = static_cast<uint32_t>(getpid());
+  offer.fd = (*seg)->fd();
+  offer.value = (*seg)->mapped_bytes();
+  offer.nonce = (*seg)->nonce();
+  offer.reader = 0;
+  OwnedFrame c = encode_control(offer);
+  FrameHeader ch = c.header(kRogue);
+  rogue.send(2, &ch, sizeof ch, c.bytes().data(), c.bytes().size());
+
+  constexpr size_t kBytes = 1003;  // leaves 5 bytes of padding to restore
+  auto block = (*seg)->allocate(kBytes);
+  ASSERT_TRUE(block);
+  for (size_t i = 0; i < kBytes; ++i) block.get()[i] = static_cast<uint8_t>(i * 7 + 1);
+  SharedFrameRef ref;
+  ASSERT_TRUE((*seg)->contains(block.get(), kBytes, &ref.slot, &ref.generation));
+  ref.size = kBytes;
+  (*seg)->add_reader(ref.slot, 0);
+  uint64_t seq = 0;
+  // Sends frame `seq` of kBytes elements whose payload the header names by `r`.
+  auto send_named = [&](SharedFrameRef r, const std::vector<uint8_t>& payload = {}) {
+    DataFrameBuilder b(0, kRogue, 0, ++seq, 1);
+    uint8_t* p = b.reserve_elements(static_cast<uint32_t>(kBytes), kBytes);
+    OwnedFrame f = b.finish();
+    const size_t prefix = static_cast<size_t>(p - f.bytes().data());
+    FrameHeader h = f.header(kRogue);
+    h.prefix = static_cast<uint32_t>(prefix);
+    h.length = prefix + r.size + (f.bytes().size() - prefix - kBytes);
+    std::vector<uint8_t> header(sizeof h + prefix + sizeof r);
+    std::memcpy(header.data(), &h, sizeof h);
+    std::memcpy(header.data() + sizeof h, f.bytes().data(), prefix);
+    std::memcpy(header.data() + sizeof h + prefix, &r, sizeof r);
+    rogue.send(3, header.data(), header.size(), payload.data(), payload.size());
+  };
+  send_named(ref);
+  std::vector<RxFrame> got;
+  ASSERT_TRUE(take_until(rx, 0, got, [&] {
+    rogue.progress();
+    return !got.empty();
+  }));
+  auto e = got[0].elements();
+  ASSERT_EQ(e.size(), kBytes);
+  for (size_t i = 0; i < kBytes; ++i) ASSERT_EQ(e[i], static_cast<uint8_t>(i * 7 + 1)) << i;
+  block.reset();
+  EXPECT_TRUE((*seg)->allocate(1) && (*seg)->allocate(1)) << "the receiver released its bit";
+
+  SharedFrameRef out_of_range = ref;
+  out_of_range.slot = 9;
+  send_named(out_of_range);
+  SharedFrameRef too_long = ref;
+  too_long.size = kBlock + 8;
+  send_named(too_long);
+  SharedFrameRef stale = ref;
+  stale.generation += 1000;
+  send_named(stale);
+  send_named(ref, std::vector<uint8_t>(8, 0));
+  await_rejections(rx, rogue, 4);
+  EXPECT_EQ(rx.rejected_frames(), 4u);
+  EXPECT_TRUE(rx.input_cut(0)) << "a refused frame leaves a gap: the channel stops";
 }
 
 TEST_P(NodeTest, SilentPeerIsLostAndTheBlockedSenderIsReleased) {

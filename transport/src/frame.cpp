@@ -144,7 +144,11 @@ OwnedFrame DataFrameBuilder::finish() {
   return own(*b.fbb, FrameKind::kData);
 }
 
-Result<DataFrameView> decode_data_frame(std::span<const uint8_t> frame, const FrameCheck& check) {
+namespace {
+
+// Verifies a data frame's buffer and reads its fields; `elements` is what its vector says (the
+// callers check it against the count).
+Result<DataFrameView> decode_data_table(std::span<const uint8_t> frame, const FrameCheck& check) {
   if (auto s = check_size(frame, check, "data"); !s) return std::move(s).take_error();
   if (!flatbuffers::BufferHasIdentifier(frame.data(), wire::DataFrameIdentifier())) {
     return make_error("data frame lacks the SLDF identifier (not a sluice data frame)");
@@ -170,11 +174,49 @@ Result<DataFrameView> decode_data_frame(std::span<const uint8_t> frame, const Fr
   }
   if (out.seq == 0) return make_error("data frame has sequence number 0 (they start at 1)");
   if (const auto* e = f->elements()) out.elements = {e->data(), e->size()};
-  if (out.count > 0 && out.elements.empty()) {
-    return make_error("data frame claims " + std::to_string(out.count) +
+  return out;
+}
+
+Result<DataFrameView> check_elements(DataFrameView v) {
+  if (v.count > 0 && v.elements.empty()) {
+    return make_error("data frame claims " + std::to_string(v.count) +
                       " elements but carries no element bytes");
   }
-  return out;
+  return v;
+}
+
+}  // namespace
+
+Result<DataFrameView> decode_data_frame(std::span<const uint8_t> frame, const FrameCheck& check) {
+  auto v = decode_data_table(frame, check);
+  if (!v) return v;
+  return check_elements(*v);
+}
+
+Result<DataFrameView> decode_split_data_frame(std::span<uint8_t> prefix,
+                                              std::span<const uint8_t> elements,
+                                              const FrameCheck& check) {
+  // If the prefix ends where the element vector's data starts, its last 4 bytes are the vector's
+  // length. Verified with that length set to 0, the table cannot point past the prefix; the
+  // payload then becomes the elements, whatever their size the transport delivered.
+  const size_t p = prefix.size();
+  if (p < 16 || p % 8 != 0) {
+    return make_error("split data frame has a " + std::to_string(p) +
+                      "-byte prefix, not a multiple of 8 of at least 16");
+  }
+  uint8_t* length_at = prefix.data() + p - 4;
+  const auto claimed = flatbuffers::ReadScalar<uint32_t>(length_at);
+  if (claimed != elements.size()) {
+    return make_error("split data frame's prefix does not end with its element vector's length");
+  }
+  flatbuffers::WriteScalar<uint32_t>(length_at, 0);
+  auto v = decode_data_table(prefix, check);
+  if (!v || v->elements.data() != prefix.data() + p) {
+    flatbuffers::WriteScalar<uint32_t>(length_at, claimed);  // as it came
+    return v ? make_error("split data frame's elements do not start where its prefix ends") : v;
+  }
+  v->elements = elements;
+  return check_elements(*v);
 }
 
 OwnedFrame encode_control(const ControlMsg& msg) {
@@ -206,6 +248,15 @@ OwnedFrame encode_control(const ControlMsg& msg) {
     case ControlKind::kBye:
       body = wire::CreateBye(fbb).Union();
       type = wire::ControlBody::Bye;
+      break;
+    case ControlKind::kSharedOffer:
+      body =
+          wire::CreateSharedOffer(fbb, msg.pid, msg.fd, msg.value, msg.nonce, msg.reader).Union();
+      type = wire::ControlBody::SharedOffer;
+      break;
+    case ControlKind::kSharedAccept:
+      body = wire::CreateSharedAccept(fbb, msg.nonce).Union();
+      type = wire::ControlBody::SharedAccept;
       break;
   }
   fbb.Finish(wire::CreateControl(fbb, msg.src, msg.dst, type, body), wire::ControlIdentifier());
@@ -284,6 +335,24 @@ Result<ControlMsg> decode_control(std::span<const uint8_t> frame, const FrameChe
     case wire::ControlBody::Bye:
       m.kind = ControlKind::kBye;
       break;
+    case wire::ControlBody::SharedOffer: {
+      const auto* b = c->body_as_SharedOffer();
+      if (b == nullptr) return missing("SharedOffer");
+      m.kind = ControlKind::kSharedOffer;
+      m.pid = b->pid();
+      m.fd = b->fd();
+      m.value = b->bytes();
+      m.nonce = b->nonce();
+      m.reader = b->reader();
+      break;
+    }
+    case wire::ControlBody::SharedAccept: {
+      const auto* b = c->body_as_SharedAccept();
+      if (b == nullptr) return missing("SharedAccept");
+      m.kind = ControlKind::kSharedAccept;
+      m.nonce = b->nonce();
+      break;
+    }
     default:
       return make_error("control frame has unknown body type " +
                         std::to_string(static_cast<int>(c->body_type())));

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 
+#include "shared_segment.hpp"
 #include "sluice/transport/log.hpp"
 #include "sluice/transport/placement.hpp"
 #include "ucx.hpp"
@@ -24,6 +25,8 @@ namespace {
 
 constexpr unsigned kAmData = 1;
 constexpr unsigned kAmControl = 2;
+constexpr unsigned kAmShared = 3;  // a split frame whose payload waits in the sender's segment
+
 // Control frames from ranks this far past the job size are a late member greeting us before the
 // launcher's word of it arrived: dropped without complaint.
 constexpr uint32_t kMaxUnannouncedRanks = 64;
@@ -69,6 +72,8 @@ struct Node::Impl {
     std::vector<uint32_t> in_edges, out_edges;
   };
   std::map<std::string, JoinRule> join_rules;  // by location
+  // Our broadcast segment (share_broadcast_memory), offered to every peer; immutable once set.
+  std::shared_ptr<detail::SegmentWriter> shared_out;
 
   // ---- shared between the runtime thread and the progress thread, guarded by mu ----
   mutable std::mutex mu;
@@ -94,13 +99,16 @@ struct Node::Impl {
   struct Peer {
     bool lost = false;
     bool bye = false;
-    bool greeted = false;   // its Hello arrived
-    bool departed = false;  // the launcher reports it exited 0
+    bool greeted = false;    // its Hello arrived
+    bool departed = false;   // the launcher reports it exited 0
+    int shared_bit = -1;     // its reader bit in our segment's masks, once offered
+    bool shared_ok = false;  // it mapped our segment: frames may name its blocks
     PeerStats stats;
   };
   std::vector<Peer> peers;
   std::vector<PeerInfo> joined;        // members add_peer() added, not yet taken by the runtime
   uint64_t rejected_unattributed = 0;  // frames whose header did not name a valid peer
+  uint32_t next_shared_bit = 0;        // reader bits are never reused (a late clear is harmless)
   std::atomic<uint64_t> activity{0};
 
   // ---- commands from the runtime thread to the progress thread ----
@@ -131,13 +139,21 @@ struct Node::Impl {
     bool ready = false;
     bool failed = false;
     void* ucx_data = nullptr;
-    PooledBuffer heap;
+    PooledBuffer heap;  // the frame, or a split frame's prefix
     const uint8_t* data = nullptr;
-    size_t length = 0;
+    size_t length = 0;     // the whole frame's
+    size_t prefix = 0;     // a split frame's
+    PooledBuffer payload;  // a split frame's elements (their own buffer: see RxFrame)
+    size_t payload_size = 0;
   };
   std::vector<std::deque<std::unique_ptr<Arrival>>> arrivals;  // by src rank
   std::vector<uint64_t> last_rx_ns, last_tx_ns;
   std::vector<bool> lanes_known;
+  struct SharedIn {  // a peer's segment we mapped, and our reader bit in it
+    std::unique_ptr<detail::SegmentReader> segment;
+    uint32_t bit = 0;
+  };
+  std::vector<SharedIn> shared_in;  // by rank
   // The descriptor of the AM callback now running: if pump() drops it, the callback returns
   // UCS_OK (UCX frees it) instead of releasing it from inside its own callback.
   void* in_callback_data = nullptr;
@@ -212,6 +228,7 @@ struct Node::Impl {
     last_rx_ns.resize(n, now_ns());
     last_tx_ns.resize(n, 0);
     lanes_known.resize(n, false);
+    shared_in.resize(n);
     outstanding.resize(n, 0);
   }
 
@@ -243,12 +260,59 @@ struct Node::Impl {
     post_control(m);
   }
 
+  // Offers our broadcast segment to peer r, which maps it if it shares our host. Called with mu
+  // held; a peer past the 63 reader bits just gets its broadcasts by UCX.
+  void offer_shared_locked(uint32_t r) {
+    if (!shared_out || next_shared_bit >= detail::kMaxSegmentReaders) return;
+    ControlMsg m = control_to(r, ControlKind::kSharedOffer);
+    peers[r].shared_bit = static_cast<int>(next_shared_bit);
+    m.reader = next_shared_bit++;
+    m.pid = static_cast<uint32_t>(getpid());
+    m.fd = shared_out->fd();
+    m.value = shared_out->mapped_bytes();
+    m.nonce = shared_out->nonce();
+    post_control(m);
+  }
+
+  // A peer that will copy nothing more from our segment: what it was sent is released.
+  // Called with mu held.
+  void drop_shared_reader_locked(uint32_t rank) {
+    Peer& p = peers[rank];
+    p.shared_ok = false;
+    if (p.shared_bit >= 0) shared_out->drop_reader(static_cast<uint32_t>(p.shared_bit));
+  }
+
+  // A peer offered its segment: map it and accept, or stay silent (it keeps sending by UCX).
+  // Progress thread.
+  void map_shared(const ControlMsg& m) {
+    if (opts.kind == TransportKind::kTcp) return;  // the user asked for tcp, and only tcp
+    if (shared_in[m.src].segment) {
+      reject(m.src, "offered a second shared segment");
+      return;
+    }
+    if (m.reader >= detail::kMaxSegmentReaders) {
+      reject(m.src, "shared segment offer names reader bit " + std::to_string(m.reader));
+      return;
+    }
+    auto seg = detail::SegmentReader::open(m.pid, m.fd, m.value, m.nonce, m.src);
+    if (!seg) {
+      SLUICE_LOG_INFO("peer %s: not using its shared segment (%s); its broadcasts come by UCX",
+                      peer_names[m.src].c_str(), seg.error().c_str());
+      return;
+    }
+    shared_in[m.src] = SharedIn{std::move(*seg), m.reader};
+    ControlMsg a = control_to(m.src, ControlKind::kSharedAccept);
+    a.nonce = m.nonce;
+    do_send(m.src, encode_control(a));
+  }
+
   // Called with mu held.
   void lose_peer_locked(uint32_t rank, const std::string& reason) {
     Peer& p = peers[rank];
     if (p.lost || rank == self) return;
     p.lost = true;
     p.stats.lost_reason = reason;
+    drop_shared_reader_locked(rank);
     bool had_open_input = false;
     for (auto& [k, in] : ins) {
       if (k.peer == rank && !(in.close_at != 0 && in.expected > in.close_at)) had_open_input = true;
@@ -269,7 +333,8 @@ struct Node::Impl {
     FrameHeader header;
     OwnedFrame frame;
     std::vector<ucp_dt_iov_t> iov;  // gather frames: the pieces, in order
-    std::vector<uint8_t> split;     // split frames: FrameHeader + the frame's prefix
+    std::vector<uint8_t>
+        split;  // split frames: FrameHeader + the frame's prefix (+ SharedFrameRef)
   };
 
   // Whether frames to `dst` may go split. Not over tcp: UCX 1.13's tcp rendezvous (put) asserts
@@ -316,19 +381,51 @@ struct Node::Impl {
   }
 
   // `to_departing`: the peer said Bye but is known to still listen (see finish).
+  // A split frame whose payload is a block of our segment, to a peer that mapped it, goes by
+  // name: a header-only AM that ends with the block's SharedFrameRef. The peer's reader bit is set
+  // before the AM leaves (the block stays ours until the peer copied it or is gone). Called
+  // with mu held, so a peer lost meanwhile cannot miss the bit it must clear.
+  bool shared_frame_locked(SendOp& op) {
+    const Peer& p = peers[op.dst];
+    if (!p.shared_ok || op.split.empty()) return false;
+    const FrameHole& h = op.frame.holes()[0];
+    uint32_t slot = 0;
+    uint64_t generation = 0;
+    if (!shared_out->contains(h.src, h.size, &slot, &generation) ||
+        op.split.size() + sizeof(SharedFrameRef) > max_am_header) {
+      return false;
+    }
+    SharedFrameRef ref;
+    ref.slot = slot;
+    ref.generation = generation;
+    ref.size = h.size;
+    const auto* r = reinterpret_cast<const uint8_t*>(&ref);
+    op.split.insert(op.split.end(), r, r + sizeof ref);
+    shared_out->add_reader(slot, static_cast<uint32_t>(p.shared_bit));
+    ++peers[op.dst].stats.frames_shared;
+    return true;
+  }
+
   void do_send(uint32_t dst, OwnedFrame frame, bool to_departing = false) {
     if (eps[dst] == nullptr) return;
+    auto* op = new SendOp{this, dst, frame.header(self), std::move(frame), {}, {}};
+    const bool split = split_frame(*op);
+    bool shared = false;
     {
       std::lock_guard lock(mu);
       // Never send into the void: not to a lost peer, nor to one that left.
-      if (peers[dst].lost || (peers[dst].bye && !to_departing)) return;
+      if (peers[dst].lost || (peers[dst].bye && !to_departing)) {
+        delete op;
+        return;
+      }
       auto& st = peers[dst].stats;
-      if (frame.kind() == FrameKind::kData) {
+      if (op->frame.kind() == FrameKind::kData) {
         ++st.frames_sent;
-        st.bytes_sent += frame.bytes().size();
+        st.bytes_sent += op->frame.bytes().size();
+        if (split) shared = shared_frame_locked(*op);
+        if (split && !shared) ++st.frames_split;
       }
     }
-    auto* op = new SendOp{this, dst, frame.header(self), std::move(frame), {}, {}};
     ucp_request_param_t param{};
     param.op_attr_mask =
         UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_MEMORY_TYPE;
@@ -341,11 +438,13 @@ struct Node::Impl {
     size_t count = bytes.size();
     const void* header = &op->header;
     size_t header_size = sizeof op->header;
-    if (split_frame(*op)) {
-      {
-        std::lock_guard lock(mu);
-        ++peers[dst].stats.frames_split;
-      }
+    if (shared) {
+      id = kAmShared;
+      header = op->split.data();
+      header_size = op->split.size();
+      buffer = nullptr;
+      count = 0;
+    } else if (split) {
       header = op->split.data();
       header_size = op->split.size();
       buffer = op->frame.holes()[0].src;
@@ -404,6 +503,10 @@ struct Node::Impl {
                                     size_t length, const ucp_am_recv_param_t* param) {
     return static_cast<Impl*>(arg)->receive_control(header, header_length, data, length, param);
   }
+  static ucs_status_t on_am_shared(void* arg, const void* header, size_t header_length, void* data,
+                                   size_t length, const ucp_am_recv_param_t* param) {
+    return static_cast<Impl*>(arg)->receive_shared(header, header_length, data, length, param);
+  }
   static void on_rndv_done(void* request, ucs_status_t status, size_t length, void* user_data);
 
   void reject(uint32_t src, const std::string& why) {
@@ -446,6 +549,38 @@ struct Node::Impl {
     return h;
   }
 
+  // A split frame is kept in two buffers: its prefix (from the AM header) and its elements, which
+  // get a buffer of their own so that the runtime can make them a batch without copying
+  // (RxFrame::take_elements). May throw std::bad_alloc.
+  static void split_arrival(Arrival& a, const void* header, size_t payload_size) {
+    FrameHeader h;
+    std::memcpy(&h, header, sizeof h);
+    a.prefix = h.prefix;
+    a.heap = pool_allocate(h.prefix);
+    std::memcpy(a.heap.get(), static_cast<const uint8_t*>(header) + sizeof h, h.prefix);
+    a.payload = pool_allocate(payload_size);
+    a.payload_size = payload_size;
+  }
+
+  // Puts a split frame back together in one buffer: prefix, payload, and the padding left out
+  // as zeros. False when there is no memory for it.
+  static bool join_split(Arrival& a) {
+    PooledBuffer whole;
+    try {
+      whole = pool_allocate(a.length);
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+    std::memcpy(whole.get(), a.heap.get(), a.prefix);
+    std::memcpy(whole.get() + a.prefix, a.payload.get(), a.payload_size);
+    std::memset(whole.get() + a.prefix + a.payload_size, 0, a.length - a.prefix - a.payload_size);
+    a.heap = std::move(whole);
+    a.data = a.heap.get();
+    a.payload.reset();
+    a.payload_size = 0;
+    return true;
+  }
+
   ucs_status_t receive_data(const void* header, size_t header_length, void* data, size_t length,
                             const ucp_am_recv_param_t* param) {
     auto h = check_header(header, header_length, length, FrameKind::kData);
@@ -463,9 +598,11 @@ struct Node::Impl {
     ucs_status_t ret = UCS_OK;
     // No exception may cross UCX's C frames: a failed allocation rejects the frame instead.
     try {
-      if (prefix != 0 || (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) ||
-          !(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) ||
-          reinterpret_cast<uintptr_t>(data) % 8 != 0) {
+      if (prefix != 0) {
+        split_arrival(*a, header, length);
+      } else if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) ||
+                 !(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) ||
+                 reinterpret_cast<uintptr_t>(data) % 8 != 0) {
         a->heap = pool_allocate(h->length);
       }
     } catch (const std::bad_alloc&) {
@@ -473,13 +610,8 @@ struct Node::Impl {
       break_channels_from(src);
       return UCS_OK;
     }
-    if (prefix != 0) {
-      // Split: the prefix came in the header; the payload lands right after it; the padding
-      // left out is zeros.
-      uint8_t* frame = a->heap.get();
-      std::memcpy(frame, static_cast<const uint8_t*>(header) + sizeof(FrameHeader), prefix);
-      std::memset(frame + prefix + length, 0, h->length - prefix - length);
-    }
+    // Where the payload goes: a split frame's own element buffer, or the frame buffer.
+    uint8_t* const into = prefix != 0 ? a->payload.get() : a->heap.get();
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
       a->data = a->heap.get();
       ucp_request_param_t p{};
@@ -488,8 +620,7 @@ struct Node::Impl {
       p.cb.recv_am = &Impl::on_rndv_done;
       p.user_data = a.get();
       p.memory_type = UCS_MEMORY_TYPE_HOST;
-      ucs_status_ptr_t r =
-          ucp_am_recv_data_nbx(worker.get(), data, a->heap.get() + prefix, length, &p);
+      ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker.get(), data, into, length, &p);
       if (r == nullptr) {
         a->ready = true;
       } else if (UCS_PTR_IS_ERR(r)) {
@@ -504,8 +635,8 @@ struct Node::Impl {
       a->ready = true;
       ret = UCS_INPROGRESS;
     } else {
-      // Transient or misaligned data, or the rest of a split frame: copy into an aligned buffer.
-      std::memcpy(a->heap.get() + prefix, data, length);
+      // Transient or misaligned data, or a split frame's payload: copy into an aligned buffer.
+      std::memcpy(into, data, length);
       a->data = a->heap.get();
       a->ready = true;
     }
@@ -515,6 +646,56 @@ struct Node::Impl {
     pump(src);
     in_callback_data = nullptr;
     return in_callback_dropped ? UCS_OK : ret;
+  }
+
+  // A split frame whose payload waits in a block of the sender's segment: copy it out (the
+  // frame is then ours alone: it is verified like any other), release the block, deliver.
+  ucs_status_t receive_shared(const void* header, size_t header_length, void*, size_t length,
+                              const ucp_am_recv_param_t* param) {
+    if (header_length < sizeof(FrameHeader) + sizeof(SharedFrameRef)) {
+      reject(UINT32_MAX, "shared-segment frame header of " + std::to_string(header_length) +
+                             " bytes is too short");
+      return UCS_OK;
+    }
+    SharedFrameRef ref;
+    const size_t head = header_length - sizeof ref;
+    std::memcpy(&ref, static_cast<const uint8_t*>(header) + head, sizeof ref);
+    auto h = check_header(header, head, ref.size, FrameKind::kData);
+    if (!h) {
+      reject(UINT32_MAX, h.error());
+      return UCS_OK;
+    }
+    const uint32_t src = h->src;
+    const SharedIn& in = shared_in[src];
+    auto lost = [&](const std::string& why) {
+      reject(src, why);
+      break_channels_from(src);  // the frame is lost: its channel has a gap
+      return UCS_OK;
+    };
+    if (!in.segment) return lost("shared-segment frame from a peer whose segment is not mapped");
+    if (length != 0 || (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+      in.segment->done(ref.slot, in.bit);
+      return lost("shared-segment frame carries a payload of its own");
+    }
+    last_rx_ns[src] = now_ns();
+    auto a = std::make_unique<Arrival>();
+    a->impl = this;
+    a->src = src;
+    a->length = h->length;
+    try {
+      split_arrival(*a, header, ref.size);
+    } catch (const std::bad_alloc&) {
+      in.segment->done(ref.slot, in.bit);
+      return lost("no memory for a frame of " + std::to_string(h->length) + " bytes");
+    }
+    Status copied = in.segment->copy_block(ref.slot, ref.generation, ref.size, a->payload.get());
+    in.segment->done(ref.slot, in.bit);
+    if (!copied) return lost("shared-segment frame " + copied.error());
+    a->data = a->heap.get();
+    a->ready = true;
+    arrivals[src].push_back(std::move(a));
+    pump(src);
+    return UCS_OK;
   }
 
   // Delivers a peer's completed arrivals in order: verify, check ids and sequence, route.
@@ -528,7 +709,18 @@ struct Node::Impl {
         break_channels_from(src);  // a frame of this peer is gone: its channels have a gap
         continue;
       }
-      auto v = decode_data_frame({a->data, a->length}, check);
+      auto v = a->payload ? decode_split_data_frame({a->heap.get(), a->prefix},
+                                                    {a->payload.get(), a->payload_size}, check)
+                          : decode_data_frame({a->data, a->length}, check);
+      if (!v && a->payload) {
+        // Not a prefix that ends where the elements start (or not a frame): decode it whole.
+        if (!join_split(*a)) {
+          reject(src, "no memory for a frame of " + std::to_string(a->length) + " bytes");
+          break_channels_from(src);
+          continue;
+        }
+        v = decode_data_frame({a->data, a->length}, check);
+      }
       auto drop = [&](const std::string& why) {
         if (a->ucx_data != nullptr && a->ucx_data == in_callback_data) {
           in_callback_dropped = true;
@@ -578,6 +770,7 @@ struct Node::Impl {
       f.node_ = owner;
       f.ucx_data_ = a->ucx_data;
       f.heap_ = std::move(a->heap);
+      f.elements_ = std::move(a->payload);
       f.wire_bytes_ = a->length;
       f.view_ = *v;
       in.ready.push_back(std::move(f));
@@ -630,6 +823,10 @@ struct Node::Impl {
       return UCS_OK;
     }
     last_rx_ns[m->src] = now_ns();
+    if (m->kind == ControlKind::kSharedOffer) {
+      map_shared(*m);  // opens and maps a file: not under mu
+      return UCS_OK;
+    }
     handle_control(*m);
     return UCS_OK;
   }
@@ -684,6 +881,14 @@ struct Node::Impl {
       case ControlKind::kBye:
         left_locked(m.src);
         break;
+      case ControlKind::kSharedAccept:
+        if (shared_out && m.nonce == shared_out->nonce() && p.shared_bit >= 0 && !p.lost &&
+            !p.bye) {
+          p.shared_ok = true;
+        }
+        break;
+      case ControlKind::kSharedOffer:  // handled in receive_control, off mu
+        break;
     }
     activity.fetch_add(1, std::memory_order_release);
     lock.unlock();
@@ -695,6 +900,7 @@ struct Node::Impl {
   // the member that joined, so its stream to us is empty. Called with mu held.
   void left_locked(uint32_t src) {
     peers[src].bye = true;
+    drop_shared_reader_locked(src);
     for (auto& [k, in] : ins) {
       if (k.peer != src || channel_closed(in)) continue;
       if (unused_late(in)) {
@@ -958,6 +1164,7 @@ RxFrame& RxFrame::operator=(RxFrame&& o) noexcept {
     node_ = std::exchange(o.node_, nullptr);
     ucx_data_ = std::exchange(o.ucx_data_, nullptr);
     heap_ = std::move(o.heap_);
+    elements_ = std::move(o.elements_);
     shared_ = std::move(o.shared_);
     wire_bytes_ = std::exchange(o.wire_bytes_, 0);
     view_ = std::exchange(o.view_, DataFrameView{});
@@ -966,9 +1173,15 @@ RxFrame& RxFrame::operator=(RxFrame&& o) noexcept {
 }
 
 std::shared_ptr<const void> RxFrame::share() {
-  if (!shared_ && heap_)
-    shared_ = std::shared_ptr<const uint8_t[]>(heap_.release(), heap_.get_deleter());
+  PooledBuffer& mem = elements_ ? elements_ : heap_;
+  if (!shared_ && mem) shared_ = std::shared_ptr<const uint8_t[]>(mem.release(), mem.get_deleter());
   return shared_;
+}
+
+PooledBuffer RxFrame::take_elements() {
+  if (!elements_) return {};
+  view_.elements = {};
+  return std::move(elements_);
 }
 
 void RxFrame::reset() {
@@ -976,6 +1189,7 @@ void RxFrame::reset() {
   node_ = nullptr;
   ucx_data_ = nullptr;
   heap_.reset();
+  elements_.reset();
   shared_.reset();
   view_ = DataFrameView{};
 }
@@ -1012,12 +1226,14 @@ Result<std::unique_ptr<Node>> Node::create(const TransportOptions& opts, uint32_
     ev.data.fd = fd;
     epoll_ctl(impl->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
   }
-  for (unsigned id : {kAmData, kAmControl}) {
+  for (unsigned id : {kAmData, kAmControl, kAmShared}) {
     ucp_am_handler_param_t hp{};
     hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
                     UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
     hp.id = id;
-    hp.cb = id == kAmData ? &Impl::on_am_data : &Impl::on_am_control;
+    hp.cb = id == kAmData      ? &Impl::on_am_data
+            : id == kAmControl ? &Impl::on_am_control
+                               : &Impl::on_am_shared;
     hp.arg = impl.get();
     hp.flags = UCP_AM_FLAG_WHOLE_MSG;
     if (id == kAmData) hp.flags |= UCP_AM_FLAG_PERSISTENT_DATA;
@@ -1038,6 +1254,7 @@ Result<std::unique_ptr<Node>> Node::create(const TransportOptions& opts, uint32_
   impl->last_rx_ns.assign(job_size, 0);
   impl->last_tx_ns.assign(job_size, 0);
   impl->lanes_known.assign(job_size, false);
+  impl->shared_in.resize(job_size);
   impl->outstanding.assign(job_size, 0);
   for (uint32_t r = 0; r < job_size; ++r) impl->peer_names[r] = "rank " + std::to_string(r);
   return std::unique_ptr<Node>(new Node(std::move(impl)));
@@ -1099,6 +1316,29 @@ void Node::accept_joiners(const std::string& location, std::vector<uint32_t> in_
   impl_->join_rules[location] = Impl::JoinRule{std::move(in_edges), std::move(out_edges)};
 }
 
+void Node::share_broadcast_memory(size_t block_bytes, uint32_t blocks) {
+  if (impl_->opts.kind == TransportKind::kTcp) return;  // tcp only, as asked
+  auto w = detail::SegmentWriter::create(block_bytes, blocks, impl_->self);
+  if (!w) {
+    SLUICE_LOG_WARN("no shared broadcast segment (%s): broadcasts go by UCX alone",
+                    w.error().c_str());
+    return;
+  }
+  impl_->shared_out = std::move(*w);
+}
+
+std::shared_ptr<uint8_t> Node::shared_buffer(size_t bytes) {
+  auto& im = *impl_;
+  if (!im.shared_out) return nullptr;
+  {
+    std::lock_guard lock(im.mu);
+    bool any = false;
+    for (const auto& p : im.peers) any = any || p.shared_ok;
+    if (!any) return nullptr;
+  }
+  return im.shared_out->allocate(bytes);
+}
+
 Status Node::connect(const std::vector<PeerInfo>& peers, bool late) {
   auto& im = *impl_;
   if (late) {
@@ -1135,7 +1375,11 @@ Status Node::connect(const std::vector<PeerInfo>& peers, bool late) {
   }
   im.connected = true;
   for (uint32_t r = 0; r < im.job_size; ++r) {
-    if (r != im.self && im.eps[r] != nullptr) im.send_hello(r);
+    if (r != im.self && im.eps[r] != nullptr) {
+      im.send_hello(r);
+      std::lock_guard lock(im.mu);
+      im.offer_shared_locked(r);
+    }
   }
   if (im.opts.progress == ProgressMode::kAdaptive) {
     im.progress = std::thread([this] {
@@ -1219,6 +1463,7 @@ void Node::add_peer(const PeerInfo& peer) {
   } else {
     SLUICE_LOG_INFO("%s joined the job (rank %u)", im.peer_names[r].c_str(), r);
     im.send_hello(r);  // posted: goes out before anything the runtime sends it
+    im.offer_shared_locked(r);
   }
   im.bump();
 }
@@ -1331,16 +1576,17 @@ bool Node::outputs_drained() const {
   return true;
 }
 
-size_t Node::take(uint32_t edge, std::vector<RxFrame>& out, size_t max_frames) {
+size_t Node::take(uint32_t edge, std::vector<RxFrame>& out, size_t max_frames, size_t max_bytes) {
   auto& im = *impl_;
-  size_t n = 0;
+  size_t n = 0, bytes = 0;
   std::vector<ControlMsg> acks;
   {
     std::lock_guard lock(im.mu);
     for (auto it = im.ins.lower_bound({edge, 0}); it != im.ins.end() && it->first.edge == edge;
          ++it) {
       auto& in = it->second;
-      while (!in.ready.empty() && n < max_frames) {
+      while (!in.ready.empty() && n < max_frames && (n == 0 || bytes < max_bytes)) {
+        bytes += in.ready.front().wire_bytes_;
         out.push_back(std::move(in.ready.front()));
         in.ready.pop_front();
         ++n;
@@ -1487,6 +1733,7 @@ std::vector<PeerStats> Node::stats() const {
   for (const auto& p : impl_->peers) {
     out.push_back(p.stats);
     out.back().lost = p.lost;
+    out.back().maps_shared = p.shared_ok;
   }
   return out;
 }

@@ -225,6 +225,17 @@ class IntervalCursor final : public ir::SourceCursor {
   Clock::time_point due_;
 };
 
+// A frame of `count` bulk-copyable elements must carry exactly their bytes.
+template <typename T>
+Status check_bulk_size(size_t bytes, uint32_t count) {
+  if (bytes != size_t{count} * sizeof(T)) {
+    return make_error("frame of " + std::to_string(count) + " elements of " +
+                      std::to_string(sizeof(T)) + " bytes carries " + std::to_string(bytes) +
+                      " bytes");
+  }
+  return {};
+}
+
 template <Encodable T>
 ir::EdgeCodec make_edge_codec() {
   ir::EdgeCodec c;
@@ -266,16 +277,22 @@ ir::EdgeCodec make_edge_codec() {
       return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(items.data()),
                                       items.size() * sizeof(T));
     };
+    c.adopt = [](transport::PooledBuffer mem, size_t bytes,
+                 uint32_t count) -> Result<ir::AnyBatch> {
+      if (auto s = check_bulk_size<T>(bytes, count); !s) return std::move(s).take_error();
+      auto b = std::make_shared<ir::Batch<T>>();
+      if (!ir::adopt_into(b->items, mem, count)) {
+        const T* first = reinterpret_cast<const T*>(mem.get());
+        b->items.assign(first, first + count);
+      }
+      return ir::AnyBatch(std::move(b));
+    };
   }
   c.decode = [](std::span<const uint8_t> bytes, uint32_t count,
                 const std::shared_ptr<const void>& owner) -> Result<ir::AnyBatch> {
     auto b = std::make_shared<ir::Batch<T>>();
     if constexpr (BulkCopyable<T>) {
-      if (bytes.size() != size_t{count} * sizeof(T)) {
-        return make_error("frame of " + std::to_string(count) + " elements of " +
-                          std::to_string(sizeof(T)) + " bytes carries " +
-                          std::to_string(bytes.size()) + " bytes");
-      }
+      if (auto s = check_bulk_size<T>(bytes.size(), count); !s) return std::move(s).take_error();
       if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(T) == 0) {
         // Frames keep elements 8-aligned: copy once, without zero-filling first.
         const T* first = reinterpret_cast<const T*>(bytes.data());

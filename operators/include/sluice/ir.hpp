@@ -11,6 +11,7 @@
 // job without any exchange (SPMD).
 #pragma once
 
+#include <cassert>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -18,6 +19,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sluice/codec.hpp"
@@ -31,6 +33,15 @@ namespace sluice::ir {
 // zero-fill it first (a pass over memory about to be overwritten); and a tick's chunks are freed
 // and allocated again every tick, so large ones come from the transport's buffer pool instead of
 // fresh pages (whose page faults and kernel zeroing would cost more than the work).
+namespace detail {
+// A pool buffer the next allocation of exactly `bytes` on this thread takes (see adopt_into).
+struct Adoption {
+  uint8_t* memory = nullptr;
+  size_t bytes = 0;
+};
+inline thread_local Adoption t_adoption;
+}  // namespace detail
+
 template <typename T>
 struct BatchAllocator {
   using value_type = T;
@@ -40,6 +51,9 @@ struct BatchAllocator {
   static constexpr size_t kPooledMin = 16 * 1024;
   T* allocate(size_t n) {
     size_t bytes = n * sizeof(T);
+    if (detail::t_adoption.memory != nullptr && detail::t_adoption.bytes == bytes) {
+      return reinterpret_cast<T*>(std::exchange(detail::t_adoption.memory, nullptr));
+    }
     if (bytes >= kPooledMin && alignof(T) <= 64) {
       return reinterpret_cast<T*>(transport::pool_allocate(bytes).release());
     }
@@ -65,6 +79,25 @@ struct BatchAllocator {
 };
 template <typename T>
 using Vec = std::vector<T, BatchAllocator<T>>;
+
+// Makes `v` own `count` elements already in `mem` (from pool_allocate(count * sizeof(T)), e.g.
+// a received frame's elements): no copy, no zero-fill. Only where the allocator would itself have
+// drawn that buffer from the pool, so freeing it goes back there; false (mem untouched) otherwise.
+template <typename T>
+bool adopt_into(Vec<T>& v, transport::PooledBuffer& mem, size_t count) {
+  const size_t bytes = count * sizeof(T);
+  if (!mem || count == 0 || bytes < BatchAllocator<T>::kPooledMin || alignof(T) > 64 ||
+      mem.get_deleter().size_class != transport::pool_deleter_for(bytes).size_class) {
+    return false;
+  }
+  Vec<T> out;
+  detail::t_adoption = {mem.release(), bytes};
+  out.reserve(count);  // takes the adopted buffer
+  assert(detail::t_adoption.memory == nullptr);
+  out.resize(count);  // default-initializes: the bytes stay
+  v = std::move(out);
+  return true;
+}
 
 // A batch of elements of one type; shared read-only between the nodes that consume it.
 struct BatchBase {
@@ -142,8 +175,10 @@ struct EdgeCodec {
                                  const std::shared_ptr<const void>& owner)>
       decode;
   std::string type_name;
-  // Bulk-copyable element types: a batch's encoding is its own memory (no encode needed).
+  // Bulk-copyable element types: a batch's encoding is its own memory (no encode needed), and a
+  // buffer that holds just `count` encoded elements may become a batch as it is (adopt_into).
   std::function<std::span<const uint8_t>(const BatchBase&)> raw;
+  std::function<Result<AnyBatch>(transport::PooledBuffer, size_t bytes, uint32_t count)> adopt;
   // Receivers keyed by sender: turns a decoded batch of T into (MemberId<Src>, T) pairs.
   std::function<AnyBatch(const AnyBatch&, uint32_t src_member)> tag;
   // demux: splits a batch of (MemberId<Dst>, T) into a batch of T per member (index = member).

@@ -50,6 +50,18 @@ static_assert(sizeof(FrameHeader) == 24);
 inline constexpr uint32_t kMaxFramePrefix = 1024;  // a split frame's prefix is the frame's table
 inline constexpr size_t kMaxSplitTail = 7;         // padding bytes a split frame leaves out
 
+// A split data frame whose payload waits in a block of the sender's shared segment (see
+// Node::share_broadcast_memory) travels as a header-only AM: FrameHeader, the prefix, then this.
+// The receiver copies `size` bytes from the block (allocation `generation`) and restores the
+// padding, exactly as for a split frame.
+struct SharedFrameRef {
+  uint32_t slot = 0;
+  uint32_t reserved = 0;
+  uint64_t generation = 0;
+  uint64_t size = 0;
+};
+static_assert(sizeof(SharedFrameRef) == 24);
+
 // Checks the AM header of a frame (its size must be the struct plus `prefix`).
 Result<FrameHeader> decode_frame_header(std::span<const uint8_t> header);
 
@@ -134,16 +146,38 @@ struct DataFrameView {
 
 Result<DataFrameView> decode_data_frame(std::span<const uint8_t> frame, const FrameCheck& check);
 
+// A split frame kept in two pieces: `prefix`, the frame's bytes up to its elements, and
+// `elements`, the payload, held elsewhere (so it can become a batch without a copy); the view's
+// elements are `elements`. The prefix is the receiver's own copy: while decoding, its last 4
+// bytes (the element vector's length) are rewritten. An error, with the prefix as it came, when
+// the frame is malformed or has another shape (its payload is only the end of its elements):
+// decode it whole then.
+Result<DataFrameView> decode_split_data_frame(std::span<uint8_t> prefix,
+                                              std::span<const uint8_t> elements,
+                                              const FrameCheck& check);
+
 // Control messages (schema/control.fbs), decoded into one plain struct.
-enum class ControlKind { kHello, kHeartbeat, kCredit, kClose, kCloseAck, kBye };
+enum class ControlKind {
+  kHello,
+  kHeartbeat,
+  kCredit,
+  kClose,
+  kCloseAck,
+  kBye,
+  kSharedOffer,
+  kSharedAccept
+};
 struct ControlMsg {
   ControlKind kind = ControlKind::kHeartbeat;
   uint32_t src = 0;
   uint32_t dst = 0;
   uint32_t edge = 0;
-  uint64_t value = 0;  // credit bytes, last_seq, or heartbeat time
-  uint32_t pid = 0;    // hello
-  std::string job;     // hello
+  uint64_t value = 0;   // credit bytes, last_seq, heartbeat time, or a shared segment's bytes
+  uint32_t pid = 0;     // hello, shared offer
+  int32_t fd = -1;      // shared offer
+  uint64_t nonce = 0;   // shared offer and accept
+  uint32_t reader = 0;  // shared offer
+  std::string job;      // hello
   std::string hostname;
 };
 

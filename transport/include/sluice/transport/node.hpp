@@ -24,6 +24,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -56,17 +57,23 @@ class RxFrame {
   uint32_t count() const { return view_.count; }
   uint32_t src() const { return view_.src; }
 
-  // Shared ownership of the frame's memory, so decoded values may point into it after the
-  // frame is released (zero-copy elements). Only for memory we own (rendezvous frames, which
-  // are the large ones); null for a UCX descriptor, which must go back to UCX now.
+  // Shared ownership of the memory that holds the elements, so decoded values may point into it
+  // after the frame is released (zero-copy elements). Only for memory we own (rendezvous and
+  // split frames, which are the large ones); null for a UCX descriptor, which must go back to
+  // UCX now.
   std::shared_ptr<const void> share();
+  // A split frame's elements sit at the start of a buffer of their own, from
+  // pool_allocate(elements().size()): the caller may take it (a batch adopts it instead of
+  // copying). Empty otherwise, or once shared. Afterwards elements() is empty.
+  PooledBuffer take_elements();
 
  private:
   friend class Node;
   Node* node_ = nullptr;
   void* ucx_data_ = nullptr;  // UCX persistent descriptor, released on the progress thread
-  PooledBuffer heap_;         // or a buffer we own (rendezvous, realigned copies)
-  std::shared_ptr<const void> shared_;  // heap_, once shared
+  PooledBuffer heap_;         // or a buffer we own (rendezvous, realigned copies, a prefix)
+  PooledBuffer elements_;     // a split frame's elements
+  std::shared_ptr<const void> shared_;  // heap_ or elements_, once shared
   size_t wire_bytes_ = 0;               // what the sender's window counted
   DataFrameView view_;
 };
@@ -76,10 +83,12 @@ enum class SendStatus { kOk, kWouldBlock, kPeerLost, kShutdown };
 struct PeerStats {
   uint64_t frames_sent = 0, bytes_sent = 0, frames_received = 0, bytes_received = 0;
   uint64_t frames_rejected = 0;
-  uint64_t frames_split = 0;  // sent split: prefix in the AM header, one contiguous payload
-  uint64_t blocked_ns = 0;    // time senders waited for window
-  std::string lanes;          // transports UCX chose for the endpoint
+  uint64_t frames_split = 0;   // sent split: prefix in the AM header, one contiguous payload
+  uint64_t frames_shared = 0;  // sent split with the payload left in our shared segment
+  uint64_t blocked_ns = 0;     // time senders waited for window
+  std::string lanes;           // transports UCX chose for the endpoint
   bool lost = false;
+  bool maps_shared = false;  // it mapped our shared segment: frames may name its blocks
   std::string lost_reason;
 };
 
@@ -105,6 +114,18 @@ class Node {
   // from it on `in_edges`, outputs to it on `out_edges`.
   void accept_joiners(const std::string& location, std::vector<uint32_t> in_edges,
                       std::vector<uint32_t> out_edges);
+
+  // Before connect(): a segment of `blocks` blocks of `block_bytes` (a memfd) that payloads sent
+  // to several members (broadcast) may be encoded into once, with shared_buffer(). It is offered
+  // to every peer; those on this host map it and copy a frame's payload out of it themselves
+  // when the frame names its block, instead of each pulling it through the kernel (CMA). A
+  // segment that cannot be made costs speed, not data: logged, and frames go by UCX alone.
+  void share_broadcast_memory(size_t block_bytes, uint32_t blocks);
+  // Runtime thread: `bytes` in a free block of that segment, or null (no segment, no peer mapped
+  // it, too large, or every block still in use). A frame whose one hole lies in it and is sent
+  // split goes by name to the peers that mapped the segment, by UCX to the others. The block is
+  // reused once the pointer and every frame that named it are done.
+  std::shared_ptr<uint8_t> shared_buffer(size_t bytes);
 
   // Creates endpoints to every other rank in `peers` (indexed by rank; a late member's table may
   // be longer than the job size given to create()), says hello, starts the progress thread.
@@ -149,8 +170,10 @@ class Node {
   bool outputs_drained() const;
 
   // ---- receiving (one runtime thread) ----
-  // Moves up to `max_frames` ready frames of `edge` into `out`, in order per channel.
-  size_t take(uint32_t edge, std::vector<RxFrame>& out, size_t max_frames);
+  // Moves up to `max_frames` ready frames of `edge` into `out`, in order per channel; stops
+  // early once `max_bytes` were taken (at least one frame is).
+  size_t take(uint32_t edge, std::vector<RxFrame>& out, size_t max_frames,
+              size_t max_bytes = SIZE_MAX);
   // True when every channel into `edge` was closed and drained, or its sender lost.
   bool input_finished(uint32_t edge) const;
   // True when some channel into `edge` ended without its sender's Close (sender lost, or a
