@@ -101,3 +101,22 @@ TEST(BatchMemory, BuffersTheAllocatorWouldNotHaveDrawnAreNotAdopted) {
 
 }  // namespace
 }  // namespace sluice::ir
+
+namespace sluice::ir {
+namespace {
+
+struct WithDefault {
+  int64_t v = 7;  // default initialization writes this: adopting would overwrite the bytes
+};
+
+TEST(BatchMemory, ATypeWhoseDefaultInitializationWritesIsNotAdopted) {
+  constexpr size_t kCount = 4096;
+  auto mem = transport::pool_allocate(kCount * sizeof(WithDefault));
+  std::memset(mem.get(), 0x22, kCount * sizeof(WithDefault));
+  Vec<WithDefault> v;
+  EXPECT_FALSE(adopt_into(v, mem, kCount));
+  EXPECT_TRUE(mem) << "left to the caller, who copies";
+}
+
+}  // namespace
+}  // namespace sluice::ir

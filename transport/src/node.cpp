@@ -53,6 +53,7 @@ struct Node::Impl {
   uint32_t job_size = 1;
   std::string job_id;
   std::string name;
+  std::string host;  // gethostname()
   FrameCheck check;
   detail::UcpContext context;  // member order: context outlives worker outlives endpoints
   detail::UcpWorker worker;
@@ -109,6 +110,7 @@ struct Node::Impl {
   std::vector<PeerInfo> joined;        // members add_peer() added, not yet taken by the runtime
   uint64_t rejected_unattributed = 0;  // frames whose header did not name a valid peer
   uint32_t next_shared_bit = 0;        // reader bits are never reused (a late clear is harmless)
+  bool offer_on_hello = false;         // a late member offers once a peer greeted it (knows it)
   std::atomic<uint64_t> activity{0};
 
   // ---- commands from the runtime thread to the progress thread ----
@@ -254,16 +256,18 @@ struct Node::Impl {
     ControlMsg m = control_to(r, ControlKind::kHello);
     m.job = job_id;
     m.pid = static_cast<uint32_t>(getpid());
-    char host[256] = {};
-    gethostname(host, sizeof host - 1);
     m.hostname = host;
     post_control(m);
   }
 
-  // Offers our broadcast segment to peer r, which maps it if it shares our host. Called with mu
-  // held; a peer past the 63 reader bits just gets its broadcasts by UCX.
-  void offer_shared_locked(uint32_t r) {
-    if (!shared_out || next_shared_bit >= detail::kMaxSegmentReaders) return;
+  // Offers our broadcast segment to peer r if it is on our host (`peer_host`; empty: unknown,
+  // e.g. members of one process), once. Called with mu held; a peer past the 63 reader bits
+  // just gets its broadcasts by UCX.
+  void offer_shared_locked(uint32_t r, const std::string& peer_host) {
+    if (!shared_out || peers[r].shared_bit >= 0 || (!peer_host.empty() && peer_host != host) ||
+        next_shared_bit >= detail::kMaxSegmentReaders) {
+      return;
+    }
     ControlMsg m = control_to(r, ControlKind::kSharedOffer);
     peers[r].shared_bit = static_cast<int>(next_shared_bit);
     m.reader = next_shared_bit++;
@@ -662,6 +666,12 @@ struct Node::Impl {
     std::memcpy(&ref, static_cast<const uint8_t*>(header) + head, sizeof ref);
     auto h = check_header(header, head, ref.size, FrameKind::kData);
     if (!h) {
+      // Refused, but the block is released all the same: its sender would wait for it forever.
+      FrameHeader raw;
+      std::memcpy(&raw, header, sizeof raw);
+      if (raw.src < shared_in.size() && shared_in[raw.src].segment) {
+        shared_in[raw.src].segment->done(ref.slot, shared_in[raw.src].bit);
+      }
       reject(UINT32_MAX, h.error());
       return UCS_OK;
     }
@@ -837,6 +847,9 @@ struct Node::Impl {
     switch (m.kind) {
       case ControlKind::kHello:
         p.greeted = true;
+        // A late member's peers drop what it sends before they heard of it; their Hello says
+        // they have.
+        if (offer_on_hello) offer_shared_locked(m.src, m.hostname);
         if (m.job != job_id) {
           SLUICE_LOG_ERROR(
               "peer rank %u says it belongs to job '%s', this is job '%s'; ignoring it", m.src,
@@ -1206,6 +1219,9 @@ Result<std::unique_ptr<Node>> Node::create(const TransportOptions& opts, uint32_
   impl->job_id = std::move(job_id);
   impl->name = std::move(name);
   impl->check = FrameCheck{opts.max_frame_bytes, self_rank, job_size};
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  impl->host = host;
   auto ctx = detail::UcpContext::create(opts.kind, impl->name);
   if (!ctx) return std::move(ctx).take_error();
   impl->context = std::move(*ctx);
@@ -1374,11 +1390,15 @@ Status Node::connect(const std::vector<PeerInfo>& peers, bool late) {
     if (Status s = im.create_endpoint(r, peers[r].address); !s) return s;
   }
   im.connected = true;
+  {
+    std::lock_guard lock(im.mu);
+    im.offer_on_hello = late;
+  }
   for (uint32_t r = 0; r < im.job_size; ++r) {
     if (r != im.self && im.eps[r] != nullptr) {
       im.send_hello(r);
       std::lock_guard lock(im.mu);
-      im.offer_shared_locked(r);
+      if (!late) im.offer_shared_locked(r, peers[r].hostname);
     }
   }
   if (im.opts.progress == ProgressMode::kAdaptive) {
@@ -1463,7 +1483,7 @@ void Node::add_peer(const PeerInfo& peer) {
   } else {
     SLUICE_LOG_INFO("%s joined the job (rank %u)", im.peer_names[r].c_str(), r);
     im.send_hello(r);  // posted: goes out before anything the runtime sends it
-    im.offer_shared_locked(r);
+    im.offer_shared_locked(r, peer.hostname);
   }
   im.bump();
 }
@@ -1585,7 +1605,9 @@ size_t Node::take(uint32_t edge, std::vector<RxFrame>& out, size_t max_frames, s
     for (auto it = im.ins.lower_bound({edge, 0}); it != im.ins.end() && it->first.edge == edge;
          ++it) {
       auto& in = it->second;
-      while (!in.ready.empty() && n < max_frames && (n == 0 || bytes < max_bytes)) {
+      // Every channel with a frame gives at least one, so no sender waits on another's backlog.
+      for (size_t here = 0;
+           !in.ready.empty() && (here == 0 || (n < max_frames && bytes < max_bytes)); ++here) {
         bytes += in.ready.front().wire_bytes_;
         out.push_back(std::move(in.ready.front()));
         in.ready.pop_front();

@@ -51,9 +51,13 @@ Result<std::shared_ptr<SegmentWriter>> SegmentWriter::create(size_t block_bytes,
   const uint64_t total = data_offset + uint64_t{blocks} * block_bytes;
   if (total > kMaxSegmentBytes) return make_error("shared segment over 16 GiB");
   std::shared_ptr<SegmentWriter> w(new SegmentWriter());
-  w->fd_ = memfd_create("sluice-broadcast", MFD_CLOEXEC);
+  w->fd_ = memfd_create("sluice-broadcast", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (w->fd_ < 0) return make_error(os_error("memfd_create"));
   if (ftruncate(w->fd_, static_cast<off_t>(total)) != 0) return make_error(os_error("ftruncate"));
+  // Its size is final: a receiver's mapping can never fault past a shrunk end (SIGBUS).
+  if (fcntl(w->fd_, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    return make_error(os_error("sealing the shared segment"));
+  }
   void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, w->fd_, 0);
   if (p == MAP_FAILED) return make_error(os_error("mmap of the shared segment"));
   SegmentMap& m = w->map_;
@@ -69,7 +73,6 @@ Result<std::shared_ptr<SegmentWriter>> SegmentWriter::create(size_t block_bytes,
   w->nonce_ = (uint64_t{rd()} << 32) ^ rd();
   SegmentHeader h{kSegmentMagic, w->nonce_, owner_rank, blocks, block_bytes, data_offset};
   std::memcpy(m.base, &h, sizeof h);
-  // Most recently freed blocks are reused first: a steady stream keeps touching the same pages.
   for (uint32_t i = blocks; i > 0; --i) w->free_.push_back(i - 1);
   return w;
 }
@@ -83,18 +86,18 @@ std::shared_ptr<uint8_t> SegmentWriter::allocate(size_t bytes) {
   uint32_t slot;
   {
     std::lock_guard lock(mu_);
-    if (free_.empty()) {
-      for (size_t i = 0; i < busy_.size();) {
-        if (map_.masks[busy_[i]].load(std::memory_order_acquire) == 0) {
-          free_.push_back(busy_[i]);
-          busy_[i] = busy_.back();
-          busy_.pop_back();
-        } else {
-          ++i;
-        }
+    // Blocks whose readers are done go back first, latest last: the next frame reuses the most
+    // recently used block, whose pages are warm in every cache on the way.
+    size_t kept = 0;
+    for (uint32_t b : busy_) {
+      if (map_.masks[b].load(std::memory_order_acquire) == 0) {
+        free_.push_back(b);
+      } else {
+        busy_[kept++] = b;
       }
-      if (free_.empty()) return nullptr;
     }
+    busy_.resize(kept);
+    if (free_.empty()) return nullptr;
     slot = free_.back();
     free_.pop_back();
     busy_.push_back(slot);
@@ -137,12 +140,19 @@ Result<std::unique_ptr<SegmentReader>> SegmentReader::open(uint32_t pid, int32_t
                       " bytes: out of range");
   }
   const std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
-  int f = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (f < 0) return make_error(os_error("opening " + path));
+  // What the path names is looked at before it is opened: only a plain file is (no FIFO or
+  // device to block on or to disturb); then its size and seals are checked.
   struct stat st {};
-  if (fstat(f, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != bytes) {
+  if (::stat(path.c_str(), &st) != 0) return make_error(os_error("opening " + path));
+  if (!S_ISREG(st.st_mode)) return make_error(path + " is not a plain file");
+  int f = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (f < 0) return make_error(os_error("opening " + path));
+  const int seals = fcntl(f, F_GET_SEALS);
+  if (fstat(f, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != bytes ||
+      seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
     ::close(f);
-    return make_error(path + " is not the " + std::to_string(bytes) + "-byte segment offered");
+    return make_error(path + " is not the sealed " + std::to_string(bytes) +
+                      "-byte segment offered");
   }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
   ::close(f);

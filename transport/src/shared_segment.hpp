@@ -10,9 +10,12 @@
 //   // receiver: SegmentReader::open(pid, fd, ...)->block(slot, n) ... ->done(slot, bit)
 //   b.reset();                               // the owner's reference (any thread)
 //
-// The segment is a memfd (no name in /dev/shm: nothing is left behind, however the job ends);
-// receivers open it through /proc/<owner pid>/fd/<fd>, which needs the same rights as the CMA
-// it replaces, and check a random nonce and the owner's rank before they trust the mapping.
+// The segment is a memfd (no name in /dev/shm: nothing is left behind, however the job ends),
+// sealed at its size; receivers open it through /proc/<owner pid>/fd/<fd>, which needs the same
+// rights as the CMA it replaces, and check the seals, a random nonce and the owner's rank before
+// they trust the mapping. The copy out of a block races with nothing in a well-behaved job (the
+// block is the reader's until it clears its bit); the generation check makes a copy that did
+// race (a reader wrongly given up) fail instead of delivering bytes of another payload.
 //
 // Layout: Header | one atomic reader mask per block | one generation per block | blocks. A block
 // is free when its mask is 0: bit 63 is the owner's reference (the encoded payload is still in
@@ -102,8 +105,8 @@ class SegmentWriter : public std::enable_shared_from_this<SegmentWriter> {
   uint64_t nonce_ = 0;
   SegmentMap map_;
   std::mutex mu_;               // allocate() may be called from more than one thread
-  std::vector<uint32_t> free_;  // blocks known free, most recently used last (kept warm)
-  std::vector<uint32_t> busy_;  // handed out; free again once their mask reads 0
+  std::vector<uint32_t> free_;  // blocks known free, the most recently used last
+  std::vector<uint32_t> busy_;  // handed out, oldest first; free again once their mask reads 0
 };
 
 // A receiver's mapping of one peer's segment. Progress thread only.

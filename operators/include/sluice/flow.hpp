@@ -1907,13 +1907,14 @@ class FlowBuilder {
   FlowBuilder(const FlowBuilder&) = delete;
   FlowBuilder& operator=(const FlowBuilder&) = delete;
   FlowBuilder(FlowBuilder&&) = default;
-  FlowBuilder& operator=(FlowBuilder&&) = default;
-  // An operator's function may hold a location (to call a cluster's self_id()), and a location
-  // shares the builder's state, which holds the function: a cycle. Dropping the graph here
-  // breaks it, or the whole program would outlive the builder.
-  ~FlowBuilder() {
-    if (state_) state_->graph = ir::Graph{};
+  FlowBuilder& operator=(FlowBuilder&& o) noexcept {
+    if (this != &o) {
+      drop_graph();
+      state_ = std::move(o.state_);
+    }
+    return *this;
   }
+  ~FlowBuilder() { drop_graph(); }
 
   template <typename Tag>
   Process<Tag> process(std::string name) {
@@ -1932,6 +1933,13 @@ class FlowBuilder {
   const ir::Graph& graph() const { return state_->graph; }
 
  private:
+  // An operator's function may hold a location (to call a cluster's self_id()), and a location
+  // shares the builder's state, which holds the function: a cycle. Dropping the graph when the
+  // builder goes breaks it, or the whole program would outlive the builder.
+  void drop_graph() {
+    if (state_) state_->graph = ir::Graph{};
+  }
+
   std::shared_ptr<detail::FlowState> state_;
 };
 

@@ -19,6 +19,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -81,10 +82,13 @@ template <typename T>
 using Vec = std::vector<T, BatchAllocator<T>>;
 
 // Makes `v` own `count` elements already in `mem` (from pool_allocate(count * sizeof(T)), e.g.
-// a received frame's elements): no copy, no zero-fill. Only where the allocator would itself have
-// drawn that buffer from the pool, so freeing it goes back there; false (mem untouched) otherwise.
+// a received frame's elements): no copy, no zero-fill. Only for types whose default
+// initialization writes nothing (a default member initializer would overwrite the bytes), and
+// where the allocator would itself have drawn that buffer from the pool, so freeing it goes back
+// there; false (mem untouched) otherwise.
 template <typename T>
 bool adopt_into(Vec<T>& v, transport::PooledBuffer& mem, size_t count) {
+  if constexpr (!std::is_trivially_default_constructible_v<T>) return false;
   const size_t bytes = count * sizeof(T);
   if (!mem || count == 0 || bytes < BatchAllocator<T>::kPooledMin || alignof(T) > 64 ||
       mem.get_deleter().size_class != transport::pool_deleter_for(bytes).size_class) {

@@ -170,8 +170,8 @@ class Node {
   bool outputs_drained() const;
 
   // ---- receiving (one runtime thread) ----
-  // Moves up to `max_frames` ready frames of `edge` into `out`, in order per channel; stops
-  // early once `max_bytes` were taken (at least one frame is).
+  // Moves ready frames of `edge` into `out`, in order per channel: from each channel that has
+  // one at least one frame, and more while fewer than `max_frames` and `max_bytes` were taken.
   size_t take(uint32_t edge, std::vector<RxFrame>& out, size_t max_frames,
               size_t max_bytes = SIZE_MAX);
   // True when every channel into `edge` was closed and drained, or its sender lost.
