@@ -103,9 +103,9 @@ std::shared_ptr<uint8_t> SegmentWriter::allocate(size_t bytes) {
     busy_.push_back(slot);
   }
   map_.masks[slot].store(kOwnerBit, std::memory_order_relaxed);
-  // Seqlock order: the new generation is visible before any byte of the new payload.
-  map_.generations[slot].fetch_add(1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
+  // Seqlock order: the new generation is visible before any byte of the new payload (the
+  // acquire half keeps the payload's writes after it).
+  map_.generations[slot].fetch_add(1, std::memory_order_acq_rel);
   auto self = shared_from_this();
   return {map_.block(slot), [self, slot](uint8_t*) {
             self->map_.masks[slot].fetch_and(~kOwnerBit, std::memory_order_release);
@@ -195,8 +195,10 @@ Status SegmentReader::copy_block(uint32_t slot, uint64_t generation, uint64_t si
   };
   if (map_.generations[slot].load(std::memory_order_acquire) != generation) return reused();
   std::memcpy(out, map_.block(slot), size);
-  std::atomic_thread_fence(std::memory_order_acquire);
-  if (map_.generations[slot].load(std::memory_order_relaxed) != generation) return reused();
+  // The release half keeps the copy's reads before this second look.
+  if (map_.generations[slot].fetch_add(0, std::memory_order_acq_rel) != generation) {
+    return reused();
+  }
   return {};
 }
 
