@@ -957,15 +957,7 @@ class MemberRuntime {
         enc->data = start;
         enc->size = bytes;
         uint8_t* p = start;
-        for (const auto& b : batches) {
-          if (codec.raw) {
-            auto view = codec.raw(*b);
-            if (!view.empty()) std::memcpy(p, view.data(), view.size());
-            p += view.size();
-          } else {
-            p = codec.encode(*b, p, nullptr);
-          }
-        }
+        for (const auto& b : batches) p = codec.encode(*b, p, nullptr);
         assert(p == start + bytes && "a Codec's size() disagrees with encode()");
       }
       e = std::move(enc);
@@ -1392,9 +1384,8 @@ int run_member(const ir::Graph& g, const RunOptions& opts) {
       if (e.signal == 0 && e.status == 0) {
         n->peer_left(e.rank);
       } else {
-        const auto& p = sess->peers()[e.rank];
-        n->mark_peer_lost(e.rank, "the launcher reports that " + p.location + "/" +
-                                      std::to_string(p.member) + " " + how);
+        n->mark_peer_lost(
+            e.rank, "the launcher reports that " + rank_name(sess->peers(), e.rank) + " " + how);
       }
     }
     return true;

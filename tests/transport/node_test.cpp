@@ -96,6 +96,16 @@ class Rogue {
   ucp_ep_h ep_ = nullptr;
 };
 
+// The AM header of a split frame: `h` (its prefix field set to the prefix's size), then the
+// frame's first bytes.
+std::vector<uint8_t> split_header(FrameHeader h, std::span<const uint8_t> prefix) {
+  h.prefix = static_cast<uint32_t>(prefix.size());
+  std::vector<uint8_t> out(sizeof h + prefix.size());
+  std::memcpy(out.data(), &h, sizeof h);
+  std::memcpy(out.data() + sizeof h, prefix.data(), prefix.size());
+  return out;
+}
+
 class NodeTest : public ::testing::TestWithParam<Mode> {
  protected:
   // Creates `n` nodes of one job; `setup` declares channels before they connect.
@@ -161,6 +171,14 @@ class NodeTest : public ::testing::TestWithParam<Mode> {
     connect_all(table({rogue->address()}));
     rogue->connect(nodes_[0]->worker_address());
     return rogue;
+  }
+
+  // Takes frames of edge 0 at `rx` until one arrived, driving the rogue meanwhile (watchdog).
+  bool take_from_rogue(Node& rx, Rogue& rogue, std::vector<RxFrame>& got) {
+    return take_until(rx, 0, got, [&] {
+      rogue.progress();
+      return !got.empty();
+    });
   }
 
   // Spin mode has no progress thread: the test drives every node it owns (no-op when adaptive).
@@ -631,12 +649,10 @@ TEST_P(NodeTest, MalformedFramesAreRejectedAndTheReceiverKeepsRunning) {
   // 10. split and well formed, for an edge the receiver does not have: it is put back together
   // and verified, and only then refused for its edge
   OwnedFrame split_wrong_edge = frame(98, kRogue, 1, 64);
-  FrameHeader h10 = split_wrong_edge.header(kRogue);
-  h10.prefix = static_cast<uint32_t>(split_wrong_edge.bytes().size() - 64);
-  std::vector<uint8_t> split10(sizeof h10 + h10.prefix);
-  std::memcpy(split10.data(), &h10, sizeof h10);
-  std::memcpy(split10.data() + sizeof h10, split_wrong_edge.bytes().data(), h10.prefix);
-  rogue.send(1, split10.data(), split10.size(), split_wrong_edge.bytes().data() + h10.prefix, 64);
+  const size_t prefix10 = split_wrong_edge.bytes().size() - 64;
+  auto split10 =
+      split_header(split_wrong_edge.header(kRogue), split_wrong_edge.bytes().first(prefix10));
+  rogue.send(1, split10.data(), split10.size(), split_wrong_edge.bytes().data() + prefix10, 64);
 
   await_rejections(rx, rogue, 10);
   EXPECT_EQ(rx.rejected_frames(), 10u);
@@ -644,10 +660,7 @@ TEST_P(NodeTest, MalformedFramesAreRejectedAndTheReceiverKeepsRunning) {
   // The legitimate sender is unaffected.
   ASSERT_EQ(send_values(*nodes_[0], 0, 1, 42, 3), SendStatus::kOk);
   std::vector<RxFrame> got;
-  ASSERT_TRUE(take_until(rx, 0, got, [&] {
-    rogue.progress();
-    return !got.empty();
-  }));
+  ASSERT_TRUE(take_from_rogue(rx, rogue, got));
   ASSERT_EQ(got[0].src(), 0u);
   EXPECT_EQ(value_at(got[0], 2), 44);
 }
@@ -668,18 +681,11 @@ TEST_P(NodeTest, SplitFramesFromARawPeerAreReassembledAndDelivered) {
     OwnedFrame f = b.finish();
     auto all = f.bytes();
     const size_t prefix = static_cast<size_t>(p - all.data());
-    FrameHeader h = f.header(kRogue);
-    h.prefix = static_cast<uint32_t>(prefix);
-    std::vector<uint8_t> header(sizeof h + prefix);
-    std::memcpy(header.data(), &h, sizeof h);
-    std::memcpy(header.data() + sizeof h, all.data(), prefix);
+    auto header = split_header(f.header(kRogue), all.first(prefix));
     ASSERT_GT(all.size() - prefix - bytes, 0u);  // padding the receiver must restore
     rogue.send(1, header.data(), header.size(), p, bytes);
     std::vector<RxFrame> got;
-    ASSERT_TRUE(take_until(rx, 0, got, [&] {
-      rogue.progress();
-      return !got.empty();
-    }));
+    ASSERT_TRUE(take_from_rogue(rx, rogue, got));
     auto e = got[0].elements();
     ASSERT_EQ(e.size(), bytes);
     for (size_t i = 0; i < bytes; ++i) {
@@ -730,20 +736,15 @@ TEST_P(NodeTest, SharedSegmentFramesFromARawPeerAreCheckedBeforeTheyAreCopied) {
     OwnedFrame f = b.finish();
     const size_t prefix = static_cast<size_t>(p - f.bytes().data());
     FrameHeader h = f.header(kRogue);
-    h.prefix = static_cast<uint32_t>(prefix);
     h.length = prefix + r.size + (f.bytes().size() - prefix - kBytes);
-    std::vector<uint8_t> header(sizeof h + prefix + sizeof r);
-    std::memcpy(header.data(), &h, sizeof h);
-    std::memcpy(header.data() + sizeof h, f.bytes().data(), prefix);
-    std::memcpy(header.data() + sizeof h + prefix, &r, sizeof r);
+    auto header = split_header(h, f.bytes().first(prefix));
+    const auto* named = reinterpret_cast<const uint8_t*>(&r);
+    header.insert(header.end(), named, named + sizeof r);
     rogue.send(3, header.data(), header.size(), payload.data(), payload.size());
   };
   send_named(ref);
   std::vector<RxFrame> got;
-  ASSERT_TRUE(take_until(rx, 0, got, [&] {
-    rogue.progress();
-    return !got.empty();
-  }));
+  ASSERT_TRUE(take_from_rogue(rx, rogue, got));
   auto e = got[0].elements();
   ASSERT_EQ(e.size(), kBytes);
   for (size_t i = 0; i < kBytes; ++i) ASSERT_EQ(e[i], static_cast<uint8_t>(i * 7 + 1)) << i;

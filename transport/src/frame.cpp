@@ -216,7 +216,9 @@ Result<DataFrameView> decode_split_data_frame(std::span<uint8_t> prefix,
     return v ? make_error("split data frame's elements do not start where its prefix ends") : v;
   }
   v->elements = elements;
-  return check_elements(*v);
+  auto out = check_elements(*v);
+  if (!out) flatbuffers::WriteScalar<uint32_t>(length_at, claimed);  // as it came
+  return out;
 }
 
 OwnedFrame encode_control(const ControlMsg& msg) {

@@ -337,8 +337,7 @@ struct Node::Impl {
     FrameHeader header;
     OwnedFrame frame;
     std::vector<ucp_dt_iov_t> iov;  // gather frames: the pieces, in order
-    std::vector<uint8_t>
-        split;  // split frames: FrameHeader + the frame's prefix (+ SharedFrameRef)
+    std::vector<uint8_t> split;     // split frames: FrameHeader, prefix (and SharedFrameRef)
   };
 
   // Whether frames to `dst` may go split. Not over tcp: UCX 1.13's tcp rendezvous (put) asserts
@@ -384,7 +383,6 @@ struct Node::Impl {
     return true;
   }
 
-  // `to_departing`: the peer said Bye but is known to still listen (see finish).
   // A split frame whose payload is a block of our segment, to a peer that mapped it, goes by
   // name: a header-only AM that ends with the block's SharedFrameRef. The peer's reader bit is set
   // before the AM leaves (the block stays ours until the peer copied it or is gone). Called
@@ -410,6 +408,7 @@ struct Node::Impl {
     return true;
   }
 
+  // `to_departing`: the peer said Bye but is known to still listen (see finish).
   void do_send(uint32_t dst, OwnedFrame frame, bool to_departing = false) {
     if (eps[dst] == nullptr) return;
     auto* op = new SendOp{this, dst, frame.header(self), std::move(frame), {}, {}};
@@ -524,6 +523,12 @@ struct Node::Impl {
                      src < job_size ? peer_names[src].c_str() : "", why.c_str());
   }
 
+  // A frame of `src` is refused after it was counted on: every channel from `src` has a gap.
+  void lose_frame(uint32_t src, const std::string& why) {
+    reject(src, why);
+    break_channels_from(src);
+  }
+
   Result<FrameHeader> check_header(const void* header, size_t header_length, size_t length,
                                    FrameKind kind) {
     auto h = decode_frame_header({static_cast<const uint8_t*>(header), header_length});
@@ -610,8 +615,7 @@ struct Node::Impl {
         a->heap = pool_allocate(h->length);
       }
     } catch (const std::bad_alloc&) {
-      reject(src, "no memory for a frame of " + std::to_string(h->length) + " bytes");
-      break_channels_from(src);
+      lose_frame(src, "no memory for a frame of " + std::to_string(h->length) + " bytes");
       return UCS_OK;
     }
     // Where the payload goes: a split frame's own element buffer, or the frame buffer.
@@ -664,28 +668,33 @@ struct Node::Impl {
     SharedFrameRef ref;
     const size_t head = header_length - sizeof ref;
     std::memcpy(&ref, static_cast<const uint8_t*>(header) + head, sizeof ref);
+    // However the frame ends (copied, or refused), the block goes back to its sender, which
+    // would otherwise hold it for us forever; a copied one before the frame is delivered.
+    FrameHeader named;
+    std::memcpy(&named, header, sizeof named);
+    struct Release {
+      const SharedIn* in;
+      uint32_t slot;
+      void now() {
+        if (in != nullptr && in->segment) in->segment->done(slot, in->bit);
+        in = nullptr;
+      }
+      ~Release() { now(); }
+    } release{named.src < shared_in.size() ? &shared_in[named.src] : nullptr, ref.slot};
     auto h = check_header(header, head, ref.size, FrameKind::kData);
     if (!h) {
-      // Refused, but the block is released all the same: its sender would wait for it forever.
-      FrameHeader raw;
-      std::memcpy(&raw, header, sizeof raw);
-      if (raw.src < shared_in.size() && shared_in[raw.src].segment) {
-        shared_in[raw.src].segment->done(ref.slot, shared_in[raw.src].bit);
-      }
       reject(UINT32_MAX, h.error());
       return UCS_OK;
     }
     const uint32_t src = h->src;
     const SharedIn& in = shared_in[src];
-    auto lost = [&](const std::string& why) {
-      reject(src, why);
-      break_channels_from(src);  // the frame is lost: its channel has a gap
+    if (!in.segment) {
+      lose_frame(src, "shared-segment frame from a peer whose segment is not mapped");
       return UCS_OK;
-    };
-    if (!in.segment) return lost("shared-segment frame from a peer whose segment is not mapped");
+    }
     if (length != 0 || (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
-      in.segment->done(ref.slot, in.bit);
-      return lost("shared-segment frame carries a payload of its own");
+      lose_frame(src, "shared-segment frame carries a payload of its own");
+      return UCS_OK;
     }
     last_rx_ns[src] = now_ns();
     auto a = std::make_unique<Arrival>();
@@ -695,12 +704,15 @@ struct Node::Impl {
     try {
       split_arrival(*a, header, ref.size);
     } catch (const std::bad_alloc&) {
-      in.segment->done(ref.slot, in.bit);
-      return lost("no memory for a frame of " + std::to_string(h->length) + " bytes");
+      lose_frame(src, "no memory for a frame of " + std::to_string(h->length) + " bytes");
+      return UCS_OK;
     }
     Status copied = in.segment->copy_block(ref.slot, ref.generation, ref.size, a->payload.get());
-    in.segment->done(ref.slot, in.bit);
-    if (!copied) return lost("shared-segment frame " + copied.error());
+    release.now();
+    if (!copied) {
+      lose_frame(src, "shared-segment frame " + copied.error());
+      return UCS_OK;
+    }
     a->data = a->heap.get();
     a->ready = true;
     arrivals[src].push_back(std::move(a));
@@ -725,8 +737,7 @@ struct Node::Impl {
       if (!v && a->payload) {
         // Not a prefix that ends where the elements start (or not a frame): decode it whole.
         if (!join_split(*a)) {
-          reject(src, "no memory for a frame of " + std::to_string(a->length) + " bytes");
-          break_channels_from(src);
+          lose_frame(src, "no memory for a frame of " + std::to_string(a->length) + " bytes");
           continue;
         }
         v = decode_data_frame({a->data, a->length}, check);
